@@ -1,0 +1,43 @@
+# Two entry points: `make demo` and `make test`. Both set everything up on a fresh machine.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install test unit integration lint demo bench stack-up stack-down clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
+	@command -v java >/dev/null || { echo "error: java not found (install a Java 17 runtime)"; exit 1; }
+	@command -v mvn >/dev/null || { echo "error: mvn not found (install Apache Maven)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[trainer,model,stack,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+unit: install
+	$(VENV)/bin/pytest -m "not integration"
+
+integration: install
+	$(VENV)/bin/pytest -m integration
+
+test: lint
+	$(VENV)/bin/pytest
+
+demo: install
+	$(PY) scripts/demo.py
+
+stack-up: install
+	$(VENV)/bin/worker stack up
+
+stack-down:
+	$(VENV)/bin/worker stack down
+
+clean:
+	-$(VENV)/bin/worker stack down
+	rm -rf .labelstream .pytest_cache .ruff_cache

@@ -1,0 +1,131 @@
+"""The real local stack for integration tests: Apache Kafka (KRaft) and Triton on loopback.
+
+One stack per test session, started and stopped by pid; tiny models trained once per session.
+Each test gets its own topics and consumer group, so tests never see each other's messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.data import data_file
+from worker.settings import Route, WorkerSettings
+from worker.stack.local import LocalStack
+from worker.topics import ensure_topics
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MODELS = ["news_topic", "review_sentiment"]
+
+
+@pytest.fixture(scope="session")
+def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Triton repository with a tiny trained version of each model (seconds, not minutes)."""
+    from trainer.train import train_and_export
+
+    repository = tmp_path_factory.mktemp("triton_models")
+    for task, model in (("news", "news_topic"), ("reviews", "review_sentiment")):
+        train_and_export(
+            task=task,
+            data=data_file(task),
+            repository=repository,
+            model_name=model,
+            max_steps=6,
+            max_length=32,
+            batch_size=16,
+            max_train_samples=400,
+        )
+    return repository
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, model_repository: Path) -> Iterator[LocalStack]:
+    state_dir = tmp_path_factory.mktemp("state")
+    settings = WorkerSettings(
+        _env_file=None, state_dir=state_dir, model_repository=model_repository
+    )
+    local = LocalStack(settings)
+    try:
+        asyncio.run(local.up(load_models=MODELS))
+        yield local
+    finally:
+        asyncio.run(local.down())
+
+
+@pytest.fixture
+def routes_settings(stack: LocalStack, tmp_path: Path) -> WorkerSettings:
+    """Settings with topics and consumer group unique to this test, topics created."""
+    tag = uuid.uuid4().hex[:8]
+    settings = stack.settings.model_copy(
+        update={
+            "app_id": f"labelstream-test-{tag}",
+            "routes": [
+                Route(source=f"news.raw.{tag}", model="news_topic", sink=f"news.labelled.{tag}"),
+                Route(
+                    source=f"reviews.raw.{tag}",
+                    model="review_sentiment",
+                    sink=f"reviews.labelled.{tag}",
+                ),
+            ],
+            "deadletter_topic": f"labelstream.deadletter.{tag}",
+            "state_dir": tmp_path / "worker",
+            "triton_retry_max_s": 1.0,
+        }
+    )
+    asyncio.run(ensure_topics(settings))
+    return settings
+
+
+def worker_env(settings: WorkerSettings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+            "TRITON_URL": settings.triton_url,
+            "APP_ID": settings.app_id,
+            "ROUTES": "[" + ",".join(r.model_dump_json() for r in settings.routes) + "]",
+            "DEADLETTER_TOPIC": settings.deadletter_topic,
+            "STATE_DIR": str(settings.state_dir),
+            "TOPIC_PARTITIONS": str(settings.topic_partitions),
+            "TRITON_RETRY_MAX_S": str(settings.triton_retry_max_s),
+            "LOG_FORMAT": "json",
+        }
+    )
+    return env
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[[WorkerSettings], subprocess.Popen]]:
+    """Start `worker run` as a real process; every one started is stopped by pid afterwards."""
+    processes: list[subprocess.Popen] = []
+
+    def start(settings: WorkerSettings) -> subprocess.Popen:
+        log = open(tmp_path / f"worker-{len(processes)}.log", "wb")  # noqa: SIM115 - closed with the process
+        process = subprocess.Popen(
+            [sys.executable, "-m", "worker", "run"],
+            cwd=tmp_path,
+            env=worker_env(settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

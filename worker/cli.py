@@ -1,0 +1,106 @@
+"""`worker` command line: run the stream processor, manage the local stack, produce and tail."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from worker.settings import get_settings
+from worker.stack.cli import app as stack_app
+
+app = typer.Typer(help="labelstream worker: Kafka -> Triton -> Kafka text classification.")
+app.add_typer(stack_app, name="stack", help="Embedded local Kafka + Triton for demos and tests.")
+console = Console(stderr=True)
+
+
+@app.command()
+def run() -> None:
+    """Run the Faust worker with the routes from the settings."""
+    import faust
+
+    from worker.app import create_app
+    from worker.logging import configure_logging, stdlib_handler
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    faust_app = create_app(settings)
+    faust.Worker(
+        faust_app,
+        loglevel=settings.log_level,
+        loghandlers=[stdlib_handler(settings.log_format)],
+        redirect_stdouts=False,
+    ).execute_from_commandline()
+
+
+@app.command()
+def topics() -> None:
+    """Create the source, sink and dead-letter topics (idempotent)."""
+    from worker.topics import ensure_topics
+
+    asyncio.run(ensure_topics(get_settings()))
+
+
+@app.command()
+def produce(
+    topic: Annotated[str, typer.Argument(help="Topic to write to, e.g. news.raw")],
+    file: Annotated[Path, typer.Argument(help="JSON Lines file, one message per line")],
+) -> None:
+    """Produce every line of a JSON Lines file as one message (key = its id when present)."""
+    from worker.client import produce as produce_messages
+
+    def messages():
+        for line in file.read_bytes().splitlines():
+            if not line.strip():
+                continue
+            try:
+                key = str(orjson.loads(line).get("id", "")).encode() or None
+            except (orjson.JSONDecodeError, AttributeError):
+                key = None
+            yield key, line
+
+    sent = asyncio.run(produce_messages(get_settings().kafka_bootstrap_servers, topic, messages()))
+    console.print(f"produced {sent} messages to {topic}")
+
+
+@app.command()
+def tail(
+    topic: Annotated[list[str], typer.Argument(help="Labelled topics to read")],
+    limit: Annotated[int, typer.Option(help="Rows to show")] = 20,
+) -> None:
+    """Print what is on labelled topics now, as a table."""
+    from worker.client import read_topics
+
+    records = asyncio.run(read_topics(get_settings().kafka_bootstrap_servers, topic))
+    table = Table(title=f"{len(records)} records on {', '.join(topic)}")
+    for column in ("id", "label", "confidence", "model", "text/meta"):
+        table.add_column(column)
+    for record in records[-limit:]:
+        body = orjson.loads(record.value or b"{}")
+        model = body.get("model", {})
+        table.add_row(
+            str(body.get("id")),
+            str(body.get("label")),
+            f"{body.get('confidence', 0):.3f}",
+            f"{model.get('name')}:{model.get('version')}",
+            json.dumps(body.get("meta"))[:60],
+        )
+    Console().print(table)
+
+
+@app.command()
+def schemas(out: Annotated[Path | None, typer.Option(help="Write to this file")] = None) -> None:
+    """Print the JSON Schemas of the input, labelled and dead-letter records."""
+    from worker.schemas import json_schemas
+
+    text = json.dumps(json_schemas(), indent=2)
+    if out:
+        out.write_text(text + "\n")
+    else:
+        print(text)

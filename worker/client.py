@@ -1,0 +1,94 @@
+"""Small aiokafka helpers for users, the demo and tests: produce messages, read a topic back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+async def produce(
+    bootstrap_servers: str, topic: str, messages: Iterable[tuple[bytes | None, bytes]]
+) -> int:
+    """Send (key, value) pairs and wait for every acknowledgement; returns the count sent."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value=value, key=key) for key, value in messages]
+        await asyncio.gather(*futures)
+        return len(futures)
+    finally:
+        await producer.stop()
+
+
+async def read_topics(
+    bootstrap_servers: str,
+    topics: list[str],
+    *,
+    expect: int | None = None,
+    timeout_s: float = 60.0,
+    settle_s: float = 0.0,
+) -> list[Record]:
+    """Read the topics from the beginning until `expect` records arrived (or the timeout).
+
+    With `settle_s`, keep reading that long after reaching `expect`, so extra records
+    (duplicates) are seen too. Without `expect`, read what is there now.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        group_id=None,
+    )
+    await consumer.start()
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in sorted(await _partitions(consumer, topic))
+        ]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        end = await consumer.end_offsets(partitions) if expect is None else None
+        records: list[Record] = []
+        deadline = time.monotonic() + timeout_s
+        settle_until: float | None = None
+        while time.monotonic() < deadline:
+            if end is not None and all(
+                await consumer.position(tp) >= offset for tp, offset in end.items()
+            ):
+                break
+            if expect is not None and len(records) >= expect:
+                settle_until = settle_until or time.monotonic() + settle_s
+                if time.monotonic() >= settle_until:
+                    break
+            batch = await consumer.getmany(timeout_ms=200)
+            for tp, messages in batch.items():
+                records.extend(
+                    Record(tp.topic, tp.partition, m.offset, m.key, m.value) for m in messages
+                )
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    for _ in range(50):
+        if topic in await consumer.topics():
+            partitions = consumer.partitions_for_topic(topic)
+            if partitions:
+                return partitions
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"topic {topic!r} does not exist")

@@ -1,0 +1,116 @@
+"""Async gRPC calls to Triton, with retry so an outage delays messages but never drops them."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import structlog
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.utils import InferenceServerException
+
+log = structlog.get_logger(__name__)
+
+# gRPC status codes that say the request itself is bad: retrying the same batch cannot help.
+PERMANENT_STATUSES = frozenset({"StatusCode.INVALID_ARGUMENT"})
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """Triton's answer for one batch: probabilities per text, in `labels` order."""
+
+    model: str
+    version: str
+    labels: list[str]
+    probs: np.ndarray
+
+
+class InferenceRejected(Exception):
+    """Triton refused the batch as invalid; the caller isolates the offending texts."""
+
+
+class Classifier(Protocol):
+    async def classify(self, model: str, texts: list[str]) -> Classification: ...
+
+
+def backoff_delays(initial: float, maximum: float):
+    """Exponential backoff: initial, 2x, 4x ... capped at maximum, forever."""
+    delay = initial
+    while True:
+        yield delay
+        delay = min(delay * 2, maximum)
+
+
+class TritonClassifier:
+    """Classifies batches of texts with a Triton model that takes `TEXT` and returns `PROBS`."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float = 30.0,
+        retry_initial_s: float = 0.2,
+        retry_max_s: float = 5.0,
+    ) -> None:
+        self._url = url
+        self._timeout_s = timeout_s
+        self._retry_initial_s = retry_initial_s
+        self._retry_max_s = retry_max_s
+        self._client: grpcclient.InferenceServerClient | None = None
+
+    @property
+    def client(self) -> grpcclient.InferenceServerClient:
+        if self._client is None:
+            self._client = grpcclient.InferenceServerClient(self._url)
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def _infer_once(self, model: str, texts: list[str]) -> Classification:
+        data = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)
+        text_input = grpcclient.InferInput("TEXT", list(data.shape), "BYTES")
+        text_input.set_data_from_numpy(data)
+        outputs = [grpcclient.InferRequestedOutput(name) for name in ("PROBS", "LABELS")]
+        result = await self.client.infer(
+            model, [text_input], outputs=outputs, client_timeout=self._timeout_s
+        )
+        probs = result.as_numpy("PROBS")
+        labels = [b.decode("utf-8") for b in result.as_numpy("LABELS")[0]]
+        version = result.get_response().model_version
+        return Classification(model=model, version=version, labels=labels, probs=probs)
+
+    async def classify(self, model: str, texts: list[str]) -> Classification:
+        """Retry transient failures (server down, timeouts, model not loaded) until they pass."""
+        started = time.monotonic()
+        delays = backoff_delays(self._retry_initial_s, self._retry_max_s)
+        for attempt, delay in enumerate(delays, start=1):
+            try:
+                result = await self._infer_once(model, texts)
+            except InferenceServerException as exc:
+                if str(exc.status()) in PERMANENT_STATUSES:
+                    raise InferenceRejected(exc.message() or str(exc)) from exc
+                log.warning(
+                    "triton_unavailable",
+                    model=model,
+                    attempt=attempt,
+                    retry_in_s=delay,
+                    status=str(exc.status()),
+                    error=exc.message(),
+                )
+            else:
+                if attempt > 1:
+                    log.info(
+                        "triton_recovered",
+                        model=model,
+                        attempts=attempt,
+                        outage_s=round(time.monotonic() - started, 2),
+                    )
+                return result
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # backoff_delays is infinite

@@ -1,0 +1,95 @@
+"""One consumed batch in, the records to publish out: validate -> batch -> infer -> label.
+
+Pure orchestration around an injected `Classifier`, so it is unit-tested without Kafka or Triton.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+
+from worker.batching import chunks, halves, prepare_batch
+from worker.inference import Classifier, InferenceRejected
+from worker.labelling import dead_letter_record, labelled_record
+from worker.messages import OutRecord, RawMessage
+from worker.schemas import InputMessage
+from worker.settings import Route, WorkerSettings
+from worker.validation import Rejection, validate
+
+Item = tuple[int, RawMessage, InputMessage]
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """Records to publish, in input order, and what one batch log line reports."""
+
+    records: list[OutRecord]
+    labelled: int = 0
+    rejected: int = 0
+    versions: set[str] = field(default_factory=set)
+    inference_ms: float = 0.0
+
+
+class Pipeline:
+    """Processes batches for one route."""
+
+    def __init__(self, route: Route, classifier: Classifier, settings: WorkerSettings) -> None:
+        self.route = route
+        self.classifier = classifier
+        self.deadletter_topic = settings.deadletter_topic
+        self.max_request = settings.max_batch
+        self._validate = partial(
+            validate, max_bytes=settings.max_message_bytes, max_text_chars=settings.max_text_chars
+        )
+
+    async def process(self, raws: Sequence[RawMessage]) -> BatchResult:
+        prepared = prepare_batch(raws, self._validate)
+        slots: list[OutRecord | None] = [None] * prepared.size
+        result = BatchResult(records=[])
+        for index, raw, rejection in prepared.rejected:
+            slots[index] = self._dead_letter(raw, rejection)
+        started = time.perf_counter()
+        for chunk in chunks(prepared.valid, self.max_request):
+            await self._classify(chunk, slots, result)
+        result.inference_ms = (time.perf_counter() - started) * 1000.0
+        result.records = [record for record in slots if record is not None]
+        result.rejected = prepared.size - result.labelled
+        if len(result.records) != prepared.size:
+            raise AssertionError("every input must yield exactly one output record")
+        return result
+
+    async def _classify(
+        self, items: Sequence[Item], slots: list[OutRecord | None], result: BatchResult
+    ) -> None:
+        """Classify `items`; when Triton rejects the batch as invalid, bisect to the culprit."""
+        try:
+            answer = await self.classifier.classify(self.route.model, [m.text for _, _, m in items])
+        except InferenceRejected as exc:
+            if len(items) == 1:
+                index, raw, _ = items[0]
+                slots[index] = self._dead_letter(raw, Rejection("inference_rejected", str(exc)))
+                return
+            for half in halves(items):
+                await self._classify(half, slots, result)
+            return
+        now = datetime.now(UTC)
+        result.versions.add(answer.version)
+        for (index, raw, message), probs in zip(items, answer.probs, strict=True):
+            slots[index] = labelled_record(
+                raw,
+                message,
+                sink=self.route.sink,
+                model=answer.model,
+                version=answer.version,
+                labels=answer.labels,
+                probs=probs,
+                now=now,
+            )
+            result.labelled += 1
+
+    def _dead_letter(self, raw: RawMessage, rejection: Rejection) -> OutRecord:
+        now = datetime.now(UTC)
+        return dead_letter_record(raw, rejection, topic=self.deadletter_topic, now=now)
