@@ -1,0 +1,329 @@
+"""A single-node Apache Kafka broker (KRaft, no ZooKeeper) run straight from Maven jars.
+
+No Docker on the dev machines: the broker jars are resolved once with mvn into a cache outside
+the clone, and the broker runs as a plain `java` child process with its data in the state dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import structlog
+from aiokafka.admin import AIOKafkaAdminClient
+
+from worker.settings import WorkerSettings
+from worker.stack.state import (
+    HOST,
+    StackError,
+    StateFile,
+    astop_pid,
+    free_ports,
+    pid_alive,
+    port_free,
+    port_open,
+    proc_start_time,
+    spawn,
+    tail,
+)
+
+log = structlog.get_logger(__name__)
+
+POM = Path(__file__).with_name("kafka-pom.xml")
+NODE_ID = 1
+
+LOG4J2_YAML = """\
+Configuration:
+  name: labelstream-local-kafka
+  shutdownHook: disable
+  Appenders:
+    Console:
+      name: STDOUT
+      target: SYSTEM_OUT
+      PatternLayout:
+        pattern: "[%d] %p %m (%c)%n"
+  Loggers:
+    Root:
+      level: INFO
+      AppenderRef:
+        - ref: STDOUT
+    Logger:
+      - name: kafka.request.logger
+        level: WARN
+      - name: state.change.logger
+        level: WARN
+      - name: org.apache.kafka.clients
+        level: WARN
+"""
+
+
+class LocalKafka:
+    """One broker+controller node on loopback; ports and pid live in the shared state file."""
+
+    name = "kafka"
+
+    def __init__(self, settings: WorkerSettings, state: StateFile) -> None:
+        self.settings = settings
+        self.state = state
+        self.dir = (Path(settings.state_dir) / "kafka").resolve()
+        self.data_dir = self.dir / "data"
+        self.log_path = self.dir / "kafka.log"
+        saved = state.section(self.name)
+        self.port: int | None = saved.get("port")
+        self.controller_port: int | None = saved.get("controller_port")
+        self.pid: int | None = saved.get("pid")
+        self.start_time: int | None = saved.get("start_time")
+
+    @property
+    def bootstrap_servers(self) -> str:
+        if self.port is None:
+            raise StackError("Kafka has no port yet: start it first")
+        return f"{HOST}:{self.port}"
+
+    @property
+    def libs_dir(self) -> Path:
+        cache = Path(self.settings.kafka_libs_cache).expanduser()
+        return cache / self.settings.kafka_version / "libs"
+
+    def alive(self) -> bool:
+        return pid_alive(self.pid, self.start_time)
+
+    async def start(self, timeout: float = 90.0) -> str:
+        """Start the broker (no-op if ours already runs) and wait until clients can use it."""
+        if self.alive():
+            await self.wait_ready(timeout)
+            return self.bootstrap_servers
+        java = _require("java", "Java 17+, e.g. `apt-get install openjdk-17-jre-headless`")
+        libs = await asyncio.to_thread(self.ensure_libs)
+        self._choose_ports()
+        self._write_config()
+        if not (self.data_dir / "meta.properties").exists():
+            await asyncio.to_thread(self._format, java, libs)
+        began = time.monotonic()
+        proc = spawn(
+            [
+                java,
+                f"-Xmx{self.settings.kafka_heap}",
+                "-XX:+UseG1GC",
+                "-Djava.awt.headless=true",
+                f"-Dlog4j2.configurationFile={self.dir / 'log4j2.yaml'}",
+                "-cp",
+                f"{libs}/*",
+                "kafka.Kafka",
+                self.dir / "server.properties",
+            ],
+            self.log_path,
+            cwd=self.dir,
+        )
+        self.pid, self.start_time = proc.pid, proc_start_time(proc.pid)
+        self._save()
+        await self.wait_ready(timeout)
+        log.info(
+            "kafka ready",
+            bootstrap=self.bootstrap_servers,
+            pid=self.pid,
+            seconds=round(time.monotonic() - began, 2),
+        )
+        return self.bootstrap_servers
+
+    async def stop(self, timeout: float = 60.0) -> None:
+        """SIGTERM (controlled shutdown, flushes logs), SIGKILL after `timeout`."""
+        if self.alive():
+            began = time.monotonic()
+            killed = await astop_pid(self.pid, self.start_time, timeout=timeout)
+            log.info(
+                "kafka stopped",
+                pid=self.pid,
+                killed=killed,
+                seconds=round(time.monotonic() - began, 2),
+            )
+        self.pid = self.start_time = None
+        self._save()
+
+    async def restart(self, timeout: float = 90.0) -> str:
+        """Stop and start again on the same ports with the same data."""
+        await self.stop()
+        return await self.start(timeout)
+
+    async def healthy(self) -> bool:
+        """True when the broker answers a metadata request and lists itself."""
+        if self.port is None or not port_open(self.port):
+            return False
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.bootstrap_servers, request_timeout_ms=5000
+        )
+        try:
+            with _quiet_aiokafka():
+                await admin.start()
+                cluster = await admin.describe_cluster()
+            return any(b["node_id"] == NODE_ID for b in cluster["brokers"])
+        except Exception:
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+
+    async def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise StackError(
+                    f"Kafka exited during start-up; log {self.log_path}:\n{tail(self.log_path)}"
+                )
+            if await self.healthy():
+                return
+            await asyncio.sleep(0.2)
+        raise StackError(
+            f"Kafka not ready after {timeout:.0f}s; log {self.log_path}:\n{tail(self.log_path)}"
+        )
+
+    def ensure_libs(self) -> Path:
+        """Resolve the broker jars once; a half-finished download is never used."""
+        libs = self.libs_dir
+        if libs.is_dir() and any(libs.glob("kafka_2.13-*.jar")):
+            return libs
+        mvn = _require("mvn", "Apache Maven, e.g. `apt-get install maven`")
+        libs.parent.mkdir(parents=True, exist_ok=True)
+        tmp = libs.with_name(f"libs.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        log.info(
+            "resolving kafka jars with mvn", version=self.settings.kafka_version, into=str(libs)
+        )
+        cmd = [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(POM),
+            f"-Dkafka.version={self.settings.kafka_version}",
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={tmp}",
+        ]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0 or not any(tmp.glob("kafka_2.13-*.jar")):
+            shutil.rmtree(tmp, ignore_errors=True)
+            output = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr)
+            output = "\n".join(output.splitlines()[-30:])
+            raise StackError(
+                f"mvn could not resolve Kafka {self.settings.kafka_version} "
+                f"(exit {result.returncode}); command: {' '.join(cmd)}\n{output}"
+            )
+        try:
+            tmp.rename(libs)
+        except OSError:
+            # Another process finished the same download first; use theirs.
+            shutil.rmtree(tmp, ignore_errors=True)
+        return libs
+
+    def _choose_ports(self) -> None:
+        """Keep the recorded ports (the formatted controller quorum remembers its endpoint)."""
+        if self.port is None or self.controller_port is None:
+            self.port, self.controller_port = free_ports(2)
+            self._save()
+        for port in (self.port, self.controller_port):
+            if not port_free(port):
+                raise StackError(
+                    f"Kafka port {port} is in use by another process; stop it or "
+                    f"delete {self.state.path} and {self.dir} for a fresh broker"
+                )
+
+    def _write_config(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": NODE_ID,
+            "controller.quorum.bootstrap.servers": f"{HOST}:{self.controller_port}",
+            "listeners": f"PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{HOST}:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": self.data_dir,
+            "num.partitions": self.settings.topic_partitions,
+            "offsets.topic.replication.factor": 1,
+            "transaction.state.log.replication.factor": 1,
+            "transaction.state.log.min.isr": 1,
+            "share.coordinator.state.topic.replication.factor": 1,
+            "share.coordinator.state.topic.min.isr": 1,
+            "group.initial.rebalance.delay.ms": 0,
+        }
+        text = "".join(f"{key}={value}\n" for key, value in props.items())
+        (self.dir / "server.properties").write_text(text)
+        (self.dir / "log4j2.yaml").write_text(LOG4J2_YAML)
+
+    def _format(self, java: str, libs: Path) -> None:
+        """Format storage once; a restart keeps the data dir and therefore the topics."""
+        cluster_id = _cluster_id()
+        _run(
+            [
+                java,
+                "-Xmx256m",
+                "-cp",
+                f"{libs}/*",
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                "-t",
+                cluster_id,
+                "-c",
+                str(self.dir / "server.properties"),
+            ]
+        )
+        log.info("kafka storage formatted", cluster_id=cluster_id, data=str(self.data_dir))
+
+    def _save(self) -> None:
+        self.state.update(
+            self.name,
+            pid=self.pid,
+            start_time=self.start_time,
+            port=self.port,
+            controller_port=self.controller_port,
+            log=str(self.log_path),
+            bootstrap_servers=f"{HOST}:{self.port}",
+        )
+
+
+def _cluster_id() -> str:
+    """What `StorageTool random-uuid` prints (URL-safe base64 UUID), without a second JVM."""
+    while True:
+        value = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not value.startswith("-"):
+            return value
+
+
+def _require(tool: str, what: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise StackError(f"`{tool}` not found on PATH: the local Kafka needs {what}")
+    return path
+
+
+def _run(cmd: list[str]) -> str:
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise StackError(
+            f"{' '.join(cmd)} failed (exit {result.returncode}):\n{result.stdout}{result.stderr}"
+        )
+    return result.stdout
+
+
+@contextlib.contextmanager
+def _quiet_aiokafka():
+    """Connection-refused noise from aiokafka is expected while polling a starting broker."""
+    logger = logging.getLogger("aiokafka")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -1,0 +1,95 @@
+"""Create the topics the worker reads and writes before any worker starts.
+
+Faust never creates source topics, and a consumer that subscribes first would auto-create them
+with the broker's default partition count; creating them up front fixes the partitioning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+
+import structlog
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+from worker.settings import WorkerSettings
+
+log = structlog.get_logger(__name__)
+
+
+def topic_names(settings: WorkerSettings, extra: Iterable[str] = ()) -> list[str]:
+    """Every route's source and sink, the dead-letter topic and `extra`, without repeats."""
+    names = [t for route in settings.routes for t in (route.source, route.sink)]
+    names += [settings.deadletter_topic, *extra]
+    return list(dict.fromkeys(names))
+
+
+async def ensure_topics(
+    settings: WorkerSettings, extra: Iterable[str] = (), timeout: float = 30.0
+) -> None:
+    """Create missing topics (existing ones are left alone) and wait until all have leaders."""
+    names = topic_names(settings, extra)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=int(timeout * 1000)
+    )
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [n for n in names if n not in existing]
+        if missing:
+            await _create(admin, settings, missing, timeout)
+        await _wait_for_leaders(admin, settings, names, timeout)
+    finally:
+        await admin.close()
+
+
+async def _create(
+    admin: AIOKafkaAdminClient, settings: WorkerSettings, names: list[str], timeout: float
+) -> None:
+    new = [
+        NewTopic(name, settings.topic_partitions, settings.topic_replication_factor)
+        for name in names
+    ]
+    response = await admin.create_topics(new, timeout_ms=int(timeout * 1000))
+    for topic, code, *rest in response.topic_errors:
+        error = for_code(code)
+        if code and error is not TopicAlreadyExistsError:
+            message = rest[0] if rest else ""
+            raise error(f"could not create topic {topic!r}: {message}")
+    log.info(
+        "topics created",
+        topics=names,
+        partitions=settings.topic_partitions,
+        replication=settings.topic_replication_factor,
+    )
+
+
+async def _wait_for_leaders(
+    admin: AIOKafkaAdminClient, settings: WorkerSettings, names: list[str], timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    pending = names
+    while True:
+        described = await admin.describe_topics(names)
+        pending = [
+            t["topic"]
+            for t in described
+            if t["error_code"]
+            or not t["partitions"]
+            or any(p["leader"] < 0 for p in t["partitions"])
+        ]
+        if not pending:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics without leaders after {timeout:.0f}s: {pending}")
+        await asyncio.sleep(0.2)
+    for t in described:
+        if len(t["partitions"]) != settings.topic_partitions:
+            log.warning(
+                "existing topic has a different partition count",
+                topic=t["topic"],
+                partitions=len(t["partitions"]),
+                expected=settings.topic_partitions,
+            )
