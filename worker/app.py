@@ -79,12 +79,14 @@ def make_agent(pipeline: Pipeline, topics: dict[str, faust.TopicT], settings: Wo
 
 def create_app(settings: WorkerSettings, classifier: Classifier | None = None) -> faust.App:
     """Build the Faust app with one agent per configured route."""
+    datadir = settings.state_dir / "faust"
+    datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap_servers.split(",")],
         value_serializer="raw",
         store="memory://",
-        datadir=str(settings.state_dir / "faust"),
+        datadir=str(datadir),
         web_enabled=False,
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication_factor,

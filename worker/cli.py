@@ -26,7 +26,7 @@ def run() -> None:
     import faust
 
     from worker.app import create_app
-    from worker.logging import configure_logging, stdlib_handler
+    from worker.logging import configure_logging, logging_config
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -34,7 +34,7 @@ def run() -> None:
     faust.Worker(
         faust_app,
         loglevel=settings.log_level,
-        loghandlers=[stdlib_handler(settings.log_format)],
+        logging_config=logging_config(settings.log_level, settings.log_format),
         redirect_stdouts=False,
     ).execute_from_commandline()
 

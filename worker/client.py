@@ -66,9 +66,7 @@ async def read_topics(
         deadline = time.monotonic() + timeout_s
         settle_until: float | None = None
         while time.monotonic() < deadline:
-            if end is not None and all(
-                await consumer.position(tp) >= offset for tp, offset in end.items()
-            ):
+            if end is not None and await _reached(consumer, end):
                 break
             if expect is not None and len(records) >= expect:
                 settle_until = settle_until or time.monotonic() + settle_s
@@ -84,11 +82,19 @@ async def read_topics(
         await consumer.stop()
 
 
+async def _reached(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> bool:
+    for tp, offset in end.items():
+        if await consumer.position(tp) < offset:
+            return False
+    return True
+
+
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     for _ in range(50):
-        if topic in await consumer.topics():
-            partitions = consumer.partitions_for_topic(topic)
-            if partitions:
-                return partitions
+        # aiokafka's public `topics()` does not keep partition metadata; its client does.
+        cluster = await consumer._client.fetch_all_metadata()  # noqa: SLF001
+        partitions = cluster.partitions_for_topic(topic)
+        if partitions:
+            return partitions
         await asyncio.sleep(0.1)
     raise RuntimeError(f"topic {topic!r} does not exist")

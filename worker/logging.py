@@ -42,6 +42,16 @@ def stdlib_handler(fmt: str = "auto") -> logging.Handler:
     return handler
 
 
+def logging_config(level: str = "INFO", fmt: str = "auto") -> dict:
+    """A `dictConfig` for processes whose framework configures logging itself (Faust's Worker)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": {"structlog": {"()": f"{__name__}.stdlib_handler", "fmt": fmt}},
+        "root": {"handlers": ["structlog"], "level": level.upper()},
+    }
+
+
 def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     """Configure structlog and the root stdlib logger."""
     structlog.configure(

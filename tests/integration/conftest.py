@@ -42,6 +42,7 @@ def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
             max_length=32,
             batch_size=16,
             max_train_samples=400,
+            max_eval_samples=200,
         )
     return repository
 
