@@ -1,0 +1,22 @@
+"""The README's settings table and docs/schemas.json must follow the code."""
+
+import json
+from pathlib import Path
+
+from trainer.settings import TrainerSettings
+from worker.schemas import json_schemas
+from worker.settings import WorkerSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_setting_is_documented():
+    readme = (ROOT / "README.md").read_text()
+    for name in WorkerSettings.model_fields:
+        assert f"`{name.upper()}`" in readme, name
+    for name in TrainerSettings.model_fields:
+        assert f"`TRAINER_{name.upper()}`" in readme, name
+
+
+def test_schema_file_is_current():
+    assert json.loads((ROOT / "docs" / "schemas.json").read_text()) == json_schemas()
