@@ -1,0 +1,148 @@
+"""Labelled text files -> clean, deduplicated, stratified train/validation splits.
+
+Input is a delimited file with a header that has at least the columns `text` and `label`
+(`.tsv` is tab separated, `.csv` comma separated, anything else is sniffed). Quoting follows
+the csv module's defaults, which is what pandas and spreadsheet tools write.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+REQUIRED_COLUMNS = ("text", "label")
+
+
+class DataError(ValueError):
+    """The data file cannot be used for training; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One labelled text; `label` is the index into the task's label tuple."""
+
+    text: str
+    label: int
+
+
+@dataclass(frozen=True)
+class Split:
+    """Train and validation examples, disjoint by text."""
+
+    train: list[Example]
+    validation: list[Example]
+
+
+def _delimiter(path: Path, sample: str) -> str:
+    suffix = path.suffix.lower()
+    if suffix == ".tsv":
+        return "\t"
+    if suffix == ".csv":
+        return ","
+    try:
+        return csv.Sniffer().sniff(sample, delimiters="\t,;").delimiter
+    except csv.Error:
+        return "\t"
+
+
+def read_examples(path: Path, labels: Sequence[str]) -> list[Example]:
+    """Read, validate and clean a labelled file.
+
+    Texts are whitespace-stripped; empty texts are dropped; repeated texts are kept once
+    (first occurrence wins) so the same sentence never lands in both splits. Any label outside
+    `labels` is an error rather than a silent drop, because it usually means the wrong task.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}")
+    label_ids = {name: index for index, name in enumerate(labels)}
+    with path.open(encoding="utf-8", errors="replace", newline="") as handle:
+        delimiter = _delimiter(path, handle.read(8192))
+        handle.seek(0)
+        reader = csv.DictReader(handle, delimiter=delimiter)
+        columns = [name.strip() for name in reader.fieldnames or []]
+        missing = [name for name in REQUIRED_COLUMNS if name not in columns]
+        if missing:
+            raise DataError(
+                f"{path}: missing column(s) {', '.join(missing)}; found {columns or 'no header'}"
+            )
+        reader.fieldnames = columns
+
+        examples: list[Example] = []
+        seen: set[str] = set()
+        unknown: Counter[str] = Counter()
+        first_unknown_line: dict[str, int] = {}
+        empty = duplicates = 0
+        for row in reader:
+            text = (row.get("text") or "").strip()
+            label = (row.get("label") or "").strip()
+            if label not in label_ids:
+                unknown[label] += 1
+                first_unknown_line.setdefault(label, reader.line_num)
+                continue
+            if not text:
+                empty += 1
+                continue
+            if text in seen:
+                duplicates += 1
+                continue
+            seen.add(text)
+            examples.append(Example(text=text, label=label_ids[label]))
+
+    if unknown:
+        details = ", ".join(
+            f"{name!r} x{count} (first at line {first_unknown_line[name]})"
+            for name, count in unknown.most_common(5)
+        )
+        raise DataError(f"{path}: unknown label(s) {details}; expected one of {list(labels)}")
+    if not examples:
+        raise DataError(f"{path}: no usable rows")
+    log.info(
+        "data.read", path=str(path), rows=len(examples), dropped_empty=empty, duplicates=duplicates
+    )
+    return examples
+
+
+def stratified_split(examples: Sequence[Example], validation_fraction: float, seed: int) -> Split:
+    """Split per label so both sides keep the label balance; deterministic for a seed.
+
+    Every label with at least two examples gets at least one validation example, so macro-F1
+    is defined for every class that can be evaluated.
+    """
+    if not 0.0 < validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+    by_label: dict[int, list[Example]] = defaultdict(list)
+    for example in examples:
+        by_label[example.label].append(example)
+
+    rng = random.Random(seed)
+    train: list[Example] = []
+    validation: list[Example] = []
+    for label in sorted(by_label):
+        group = by_label[label]
+        rng.shuffle(group)
+        n_validation = round(len(group) * validation_fraction)
+        n_validation = min(max(n_validation, 1), len(group) - 1) if len(group) >= 2 else 0
+        validation.extend(group[:n_validation])
+        train.extend(group[n_validation:])
+    rng.shuffle(train)
+    rng.shuffle(validation)
+    return Split(train=train, validation=validation)
+
+
+def load_split(
+    path: Path, labels: Sequence[str], validation_fraction: float = 0.1, seed: int = 42
+) -> Split:
+    """Read a file and split it; the one call the training recipe needs."""
+    split = stratified_split(read_examples(path, labels), validation_fraction, seed)
+    if not split.validation:
+        raise DataError(f"{path}: too few rows per label to hold out a validation split")
+    return split

@@ -1,0 +1,140 @@
+"""Make a running Triton (explicit model-control mode) serve one version of a model.
+
+The load always carries config.pbtxt as an explicit config override, because after any earlier
+override a plain `load_model` keeps the old policy instead of re-reading the file. Without a
+version the file's own policy (`latest 1`) applies, which also undoes an earlier pin; with a
+version the policy is pinned to `specific: [version]` (rollback). Triton loads the new version
+before it unloads the old one, so traffic does not stop.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import structlog
+import tritonclient.grpc as grpcclient
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
+from tritonclient.utils import InferenceServerException
+
+from trainer.repository import CONFIG_FILE, latest_version, list_versions
+
+log = structlog.get_logger(__name__)
+
+WARMUP_TEXT = "warm-up request from trainer publish"
+
+
+class PublishError(RuntimeError):
+    """The version could not be made to serve; the message carries Triton's reason."""
+
+
+@dataclass(frozen=True)
+class Published:
+    """What serves now, as confirmed by a warm-up inference."""
+
+    model: str
+    version: int
+    labels: list[str]
+    load_seconds: float
+    warmup_seconds: float
+
+
+def config_override(model_dir: Path, pin_version: int | None = None) -> str:
+    """config.pbtxt of the model as Triton's JSON, optionally pinned to one version."""
+    config_path = model_dir / CONFIG_FILE
+    if not config_path.is_file():
+        raise PublishError(f"{config_path} not found")
+    config = text_format.Parse(
+        config_path.read_text(encoding="utf-8"), model_config_pb2.ModelConfig()
+    )
+    if pin_version is not None:
+        config.version_policy.Clear()
+        config.version_policy.specific.versions.append(pin_version)
+    return json_format.MessageToJson(config, preserving_proto_field_name=True)
+
+
+def publish(
+    model: str,
+    repository: Path,
+    triton_url: str,
+    version: int | None = None,
+    timeout_s: float = 120.0,
+) -> Published:
+    """Load `version` (default: newest on disk) of `model` and prove it answers.
+
+    `repository` is this machine's view of Triton's model repository (for the version list and
+    config.pbtxt); Triton itself reads the files from its own path to the same directory.
+    """
+    model_dir = Path(repository) / model
+    pin = version
+    if version is None:
+        version = latest_version(model_dir)
+        if version is None:
+            raise PublishError(f"{model_dir} has no version directories; train one first")
+    elif version not in list_versions(model_dir):
+        raise PublishError(
+            f"version {version} not found in {model_dir}: {list_versions(model_dir)}"
+        )
+
+    client = grpcclient.InferenceServerClient(triton_url)
+    try:
+        try:
+            client.is_server_live(client_timeout=10)
+        except InferenceServerException as exc:
+            raise PublishError(f"Triton at {triton_url} is not reachable: {exc}") from exc
+
+        started = time.perf_counter()
+        try:
+            client.load_model(
+                model, config=config_override(model_dir, pin), client_timeout=timeout_s
+            )
+        except InferenceServerException as exc:
+            raise PublishError(
+                f"Triton refused version {version} of {model!r}: {exc.message()}"
+            ) from exc
+        _wait_ready(client, model, version, deadline=started + timeout_s)
+        load_seconds = time.perf_counter() - started
+
+        started = time.perf_counter()
+        labels = _warm_up(client, model, version)
+        warmup_seconds = time.perf_counter() - started
+    finally:
+        client.close()
+
+    result = Published(model, version, labels, round(load_seconds, 3), round(warmup_seconds, 3))
+    log.info("publish.serving", **result.__dict__)
+    return result
+
+
+def _wait_ready(
+    client: grpcclient.InferenceServerClient, model: str, version: int, deadline: float
+) -> None:
+    """load_model normally returns once loaded; poll anyway so a lagging server is tolerated."""
+    while True:
+        try:
+            if client.is_model_ready(model, str(version)):
+                return
+        except InferenceServerException as exc:
+            log.debug("publish.not_ready_yet", error=str(exc))
+        if time.perf_counter() > deadline:
+            raise PublishError(f"version {version} of {model!r} not ready before the deadline")
+        time.sleep(0.1)
+
+
+def _warm_up(client: grpcclient.InferenceServerClient, model: str, version: int) -> list[str]:
+    """One real inference on the exact version: first-request costs are paid here, not by users."""
+    text = grpcclient.InferInput("TEXT", [1, 1], "BYTES")
+    text.set_data_from_numpy(np.array([[WARMUP_TEXT.encode()]], dtype=object))
+    outputs = [grpcclient.InferRequestedOutput("PROBS"), grpcclient.InferRequestedOutput("LABELS")]
+    try:
+        result = client.infer(model, [text], model_version=str(version), outputs=outputs)
+    except InferenceServerException as exc:
+        raise PublishError(f"version {version} of {model!r} loaded but failed: {exc}") from exc
+    probs = result.as_numpy("PROBS")
+    labels = [label.decode("utf-8") for label in result.as_numpy("LABELS")[0]]
+    if probs is None or probs.shape != (1, len(labels)):
+        raise PublishError(f"unexpected warm-up answer from {model!r} v{version}: {probs!r}")
+    return labels

