@@ -40,7 +40,13 @@ TASKS = {
     ),
 }
 # Demo-sized training: minutes on 2 CPU cores. `trainer train` without caps trains for real.
-DEMO_TRAINING = {"max_steps": 150, "max_length": 64, "batch_size": 32, "max_train_samples": 6000}
+DEMO_TRAINING = {
+    "max_steps": 100,
+    "max_length": 64,
+    "batch_size": 32,
+    "max_train_samples": 3200,
+    "max_eval_samples": 500,
+}
 MALFORMED = [
     b'{"id": "bad-1", "text": ',
     b'{"id": "bad-2"}',
