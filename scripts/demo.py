@@ -55,7 +55,7 @@ MALFORMED = [
     b"[1, 2, 3]",
     b'{"id": 6, "text": "numeric id"}',
 ]
-console = Console()
+console = Console(width=max(Console().width, 140))
 
 
 def data_for(task: str) -> Path:
@@ -70,17 +70,22 @@ def sample_texts(task: str, count: int) -> list[str]:
 
 
 def ensure_models(repository: Path) -> None:
+    """Train a demo-sized version of each model that has none, then say what will serve."""
     for task, (model, _, _) in TASKS.items():
-        if list_versions(repository / model):
-            console.print(
-                f"[green]model {model}: using existing versions {list_versions(repository / model)}"
+        if not list_versions(repository / model):
+            console.print(f"[yellow]{model}: no version yet, training one on {data_for(task)}")
+            train_and_export(
+                task=task,
+                data=data_for(task),
+                repository=repository,
+                model_name=model,
+                **DEMO_TRAINING,
             )
-            continue
+        newest = max(list_versions(repository / model))
+        metrics = orjson.loads((repository / model / str(newest) / "metrics.json").read_bytes())
         console.print(
-            f"[yellow]model {model}: no version yet, training a demo-sized one on {data_for(task)}"
-        )
-        train_and_export(
-            task=task, data=data_for(task), repository=repository, model_name=model, **DEMO_TRAINING
+            f"[green]{model} v{newest}: held-out accuracy {metrics['accuracy']:.3f}, "
+            f"macro-F1 {metrics['macro_f1']:.3f} on {metrics['examples']} texts"
         )
 
 
@@ -128,7 +133,7 @@ async def traffic(settings: WorkerSettings) -> tuple[list, list]:
 def show(labelled: list, dead: list[dict]) -> None:
     table = Table(title=f"{len(labelled)} labelled records")
     for column in ("id", "text", "label", "confidence", "model:version", "latency ms"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=True, overflow="ellipsis")
     for body, texts in labelled:
         text = texts.get(body["id"], "")
         table.add_row(
