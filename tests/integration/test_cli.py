@@ -1,0 +1,115 @@
+"""The console scripts as a user runs them, against the real local stack."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.integration.conftest import worker_env
+from tests.integration.data import SAMPLE_FILES
+from worker.client import read_topics
+
+pytestmark = pytest.mark.integration
+
+
+def cli(module: str, *args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_topics_produce_and_tail(routes_settings, start_worker, tmp_path):
+    settings = routes_settings
+    news = settings.routes[0]
+    env = worker_env(settings)
+    created = cli("worker", "topics", env=env, cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+
+    lines = [orjson.dumps({"id": f"cli-{i}", "text": f"Shares rose {i}%"}) for i in range(5)]
+    file = tmp_path / "news.jsonl"
+    file.write_bytes(b"\n".join([*lines, b'{"id": "cli-bad"}']) + b"\n")
+
+    start_worker(settings)
+    produced = cli("worker", "produce", news.source, str(file), env=env, cwd=tmp_path)
+    assert produced.returncode == 0, produced.stderr
+    assert "produced 6 messages" in produced.stderr
+
+    labelled = asyncio.run(
+        read_topics(settings.kafka_bootstrap_servers, [news.sink], expect=5, timeout_s=120)
+    )
+    assert sorted(orjson.loads(r.value)["id"] for r in labelled) == [f"cli-{i}" for i in range(5)]
+
+    shown = cli("worker", "tail", news.sink, env=env, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "5 records" in shown.stdout
+    for i in range(5):
+        assert f"cli-{i}" in shown.stdout
+    assert "news_topic:1" in shown.stdout
+
+    dead = asyncio.run(read_topics(settings.kafka_bootstrap_servers, [settings.deadletter_topic]))
+    assert [orjson.loads(r.value)["error"]["type"] for r in dead] == ["missing_field"]
+
+
+def test_trainer_train_writes_a_version(tmp_path):
+    repository = tmp_path / "repo"
+    result = cli(
+        "trainer",
+        "train",
+        "--task",
+        "news",
+        "--data",
+        str(SAMPLE_FILES["news"]),
+        "--repository",
+        str(repository),
+        "--max-steps",
+        "2",
+        "--max-length",
+        "16",
+        "--batch-size",
+        "8",
+        "--torch-threads",
+        "1",
+        env={**os.environ, "TRAINER_SEED": "7"},
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    version = repository / "news_topic" / "1"
+    for name in ("model.py", "model.onnx", "tokenizer.json", "labels.json", "metrics.json"):
+        assert (version / name).is_file(), name
+    assert (repository / "news_topic" / "config.pbtxt").is_file()
+    labels = orjson.loads((version / "labels.json").read_bytes())
+    assert labels == ["World", "Sports", "Business", "Sci/Tech"]
+
+
+def test_trainer_refuses_unknown_labels(tmp_path):
+    data = tmp_path / "bad.tsv"
+    data.write_text("text\tlabel\nsome text\tWeather\nother text\tWorld\n")
+    result = cli(
+        "trainer",
+        "train",
+        "--task",
+        "news",
+        "--data",
+        str(data),
+        "--repository",
+        str(tmp_path / "repo"),
+        "--max-steps",
+        "1",
+        env=dict(os.environ),
+        cwd=tmp_path,
+    )
+    assert result.returncode != 0
+    assert "Weather" in result.stdout + result.stderr
+    assert not (tmp_path / "repo" / "news_topic" / "1").exists()
