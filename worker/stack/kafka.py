@@ -14,27 +14,16 @@ import os
 import re
 import shutil
 import subprocess
-import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient
 
-from worker.settings import WorkerSettings
-from worker.stack.state import (
-    HOST,
-    StackError,
-    StateFile,
-    astop_pid,
-    free_ports,
-    pid_alive,
-    port_free,
-    port_open,
-    proc_start_time,
-    spawn,
-    tail,
-)
+from worker.stack.process import Command, ManagedProcess
+from worker.stack.state import HOST, StackError, free_ports, port_free, port_open
 
 log = structlog.get_logger(__name__)
 
@@ -66,22 +55,20 @@ Configuration:
 """
 
 
-class LocalKafka:
+class LocalKafka(ManagedProcess):
     """One broker+controller node on loopback; ports and pid live in the shared state file."""
 
     name = "kafka"
+    title = "Kafka"
+    # SIGTERM is a controlled shutdown that flushes the logs (the ManagedProcess default).
+    start_timeout = 90.0
+    stop_timeout = 60.0
+    poll_interval = 0.2
 
-    def __init__(self, settings: WorkerSettings, state: StateFile) -> None:
-        self.settings = settings
-        self.state = state
-        self.dir = (Path(settings.state_dir) / "kafka").resolve()
+    def _restore(self, saved: Mapping[str, Any]) -> None:
         self.data_dir = self.dir / "data"
-        self.log_path = self.dir / "kafka.log"
-        saved = state.section(self.name)
         self.port: int | None = saved.get("port")
         self.controller_port: int | None = saved.get("controller_port")
-        self.pid: int | None = saved.get("pid")
-        self.start_time: int | None = saved.get("start_time")
 
     @property
     def bootstrap_servers(self) -> str:
@@ -94,65 +81,33 @@ class LocalKafka:
         cache = Path(self.settings.kafka_libs_cache).expanduser()
         return cache / self.settings.kafka_version / "libs"
 
-    def alive(self) -> bool:
-        return pid_alive(self.pid, self.start_time)
-
-    async def start(self, timeout: float = 90.0) -> str:
+    async def start(self, timeout: float = start_timeout) -> str:
         """Start the broker (no-op if ours already runs) and wait until clients can use it."""
-        if self.alive():
-            await self.wait_ready(timeout)
-            return self.bootstrap_servers
+        await self._ensure_running(timeout)
+        return self.bootstrap_servers
+
+    async def _prepare(self) -> tuple[Command, None]:
         java = _require("java", "Java 17+, e.g. `apt-get install openjdk-17-jre-headless`")
         libs = await asyncio.to_thread(self.ensure_libs)
         self._choose_ports()
         self._write_config()
         if not (self.data_dir / "meta.properties").exists():
             await asyncio.to_thread(self._format, java, libs)
-        began = time.monotonic()
-        proc = spawn(
-            [
-                java,
-                f"-Xmx{self.settings.kafka_heap}",
-                "-XX:+UseG1GC",
-                "-Djava.awt.headless=true",
-                f"-Dlog4j2.configurationFile={self.dir / 'log4j2.yaml'}",
-                "-cp",
-                f"{libs}/*",
-                "kafka.Kafka",
-                self.dir / "server.properties",
-            ],
-            self.log_path,
-            cwd=self.dir,
-        )
-        self.pid, self.start_time = proc.pid, proc_start_time(proc.pid)
-        self._save()
-        await self.wait_ready(timeout)
-        log.info(
-            "kafka ready",
-            bootstrap=self.bootstrap_servers,
-            pid=self.pid,
-            seconds=round(time.monotonic() - began, 2),
-        )
-        return self.bootstrap_servers
+        cmd: list[str | os.PathLike[str]] = [
+            java,
+            f"-Xmx{self.settings.kafka_heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.dir / 'log4j2.yaml'}",
+            "-cp",
+            f"{libs}/*",
+            "kafka.Kafka",
+            self.dir / "server.properties",
+        ]
+        return cmd, None
 
-    async def stop(self, timeout: float = 60.0) -> None:
-        """SIGTERM (controlled shutdown, flushes logs), SIGKILL after `timeout`."""
-        if self.alive():
-            began = time.monotonic()
-            killed = await astop_pid(self.pid, self.start_time, timeout=timeout)
-            log.info(
-                "kafka stopped",
-                pid=self.pid,
-                killed=killed,
-                seconds=round(time.monotonic() - began, 2),
-            )
-        self.pid = self.start_time = None
-        self._save()
-
-    async def restart(self, timeout: float = 90.0) -> str:
-        """Stop and start again on the same ports with the same data."""
-        await self.stop()
-        return await self.start(timeout)
+    def _ready_fields(self) -> dict[str, Any]:
+        return {"bootstrap": self.bootstrap_servers, "pid": self.pid}
 
     async def healthy(self) -> bool:
         """True when the broker answers a metadata request and lists itself."""
@@ -171,20 +126,6 @@ class LocalKafka:
         finally:
             with contextlib.suppress(Exception):
                 await admin.close()
-
-    async def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise StackError(
-                    f"Kafka exited during start-up; log {self.log_path}:\n{tail(self.log_path)}"
-                )
-            if await self.healthy():
-                return
-            await asyncio.sleep(0.2)
-        raise StackError(
-            f"Kafka not ready after {timeout:.0f}s; log {self.log_path}:\n{tail(self.log_path)}"
-        )
 
     def ensure_libs(self) -> Path:
         """Resolve the broker jars once; a half-finished download is never used."""
@@ -281,16 +222,12 @@ class LocalKafka:
         )
         log.info("kafka storage formatted", cluster_id=cluster_id, data=str(self.data_dir))
 
-    def _save(self) -> None:
-        self.state.update(
-            self.name,
-            pid=self.pid,
-            start_time=self.start_time,
-            port=self.port,
-            controller_port=self.controller_port,
-            log=str(self.log_path),
-            bootstrap_servers=f"{HOST}:{self.port}",
-        )
+    def _state_fields(self) -> dict[str, Any]:
+        return {
+            "port": self.port,
+            "controller_port": self.controller_port,
+            "bootstrap_servers": f"{HOST}:{self.port}",
+        }
 
 
 def _cluster_id() -> str:

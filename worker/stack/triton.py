@@ -19,23 +19,14 @@ import sysconfig
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import structlog
 
-from worker.settings import WorkerSettings
-from worker.stack.state import (
-    HOST,
-    StackError,
-    StateFile,
-    astop_pid,
-    free_ports,
-    pid_alive,
-    port_free,
-    proc_start_time,
-    spawn,
-    tail,
-)
+from worker.stack.process import Command, ManagedProcess
+from worker.stack.state import HOST, StackError, free_ports, port_free, tail
 
 log = structlog.get_logger(__name__)
 
@@ -54,24 +45,23 @@ def _pytriton_paths() -> tuple[Path, Path]:
     return server, libs
 
 
-class LocalTriton:
+class LocalTriton(ManagedProcess):
     """One tritonserver in explicit model-control mode; ports, pid and models in the state file."""
 
     name = "triton"
+    title = "Triton"
+    # On SIGINT Triton unloads its models and stops the Python stubs.
+    stop_signal = signal.SIGINT
+    start_timeout = 120.0
+    stop_timeout = 30.0
+    poll_interval = 0.1
 
-    def __init__(self, settings: WorkerSettings, state: StateFile) -> None:
-        self.settings = settings
-        self.state = state
-        self.dir = (Path(settings.state_dir) / "triton").resolve()
+    def _restore(self, saved: Mapping[str, Any]) -> None:
         self.server_dir = self.dir / "server"
-        self.log_path = self.dir / "triton.log"
-        self.model_repository = Path(settings.model_repository).resolve()
-        saved = state.section(self.name)
+        self.model_repository = Path(self.settings.model_repository).resolve()
         self.http_port: int | None = saved.get("http_port")
         self.grpc_port: int | None = saved.get("grpc_port")
         self.metrics_port: int | None = saved.get("metrics_port")
-        self.pid: int | None = saved.get("pid")
-        self.start_time: int | None = saved.get("start_time")
         self.models: list[str] = list(saved.get("models", []))
 
     @property
@@ -82,81 +72,40 @@ class LocalTriton:
     def http_url(self) -> str:
         return f"http://{HOST}:{self._port(self.http_port)}"
 
-    def alive(self) -> bool:
-        return pid_alive(self.pid, self.start_time)
-
-    async def start(self, load_models: list[str] | None = None, timeout: float = 120.0) -> str:
+    async def start(
+        self, load_models: list[str] | None = None, timeout: float = start_timeout
+    ) -> str:
         """Start (no-op if ours already runs), then load `load_models`.
 
         Models loaded before come back through `--load-model`, so after a restart the
         endpoints only open once they are ready and clients never see an unknown model.
         """
-        if not self.alive():
-            await self._spawn(timeout)
-        else:
-            await self.wait_ready(timeout)
+        await self._ensure_running(timeout)
         for model in load_models or []:
             await self.load_model(model)
         return self.grpc_url
 
-    async def _spawn(self, timeout: float) -> None:
+    async def _prepare(self) -> tuple[Command, dict[str, str]]:
         if not self.model_repository.is_dir():
             raise StackError(
                 f"model repository {self.model_repository} does not exist (set MODEL_REPOSITORY)"
             )
         server, libs = await asyncio.to_thread(self.install)
         self._choose_ports()
-        began = time.monotonic()
-        proc = spawn(self._command(server), self.log_path, env=self._env(libs), cwd=self.dir)
-        self.pid, self.start_time = proc.pid, proc_start_time(proc.pid)
-        self._save()
-        await self.wait_ready(timeout)
-        log.info(
-            "triton ready",
-            grpc=self.grpc_url,
-            http=self.http_url,
-            pid=self.pid,
-            models=self.models,
-            seconds=round(time.monotonic() - began, 2),
-        )
+        return self._command(server), self._env(libs)
 
-    async def stop(self, timeout: float = 30.0) -> None:
-        """SIGINT (Triton unloads models and stops its stubs), SIGKILL after `timeout`."""
-        if self.alive():
-            began = time.monotonic()
-            killed = await astop_pid(self.pid, self.start_time, sig=signal.SIGINT, timeout=timeout)
-            log.info(
-                "triton stopped",
-                pid=self.pid,
-                killed=killed,
-                seconds=round(time.monotonic() - began, 2),
-            )
-        self.pid = self.start_time = None
-        self._save()
-
-    async def restart(self, timeout: float = 120.0) -> str:
-        """Stop and start on the same ports, reloading the models that were loaded."""
-        await self.stop()
-        return await self.start(timeout=timeout)
+    def _ready_fields(self) -> dict[str, Any]:
+        return {
+            "grpc": self.grpc_url,
+            "http": self.http_url,
+            "pid": self.pid,
+            "models": self.models,
+        }
 
     async def healthy(self) -> bool:
         if self.http_port is None:
             return False
         return await asyncio.to_thread(self._ready)
-
-    async def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise StackError(
-                    f"Triton exited during start-up; log {self.log_path}:\n{tail(self.log_path)}"
-                )
-            if await self.healthy():
-                return
-            await asyncio.sleep(0.1)
-        raise StackError(
-            f"Triton not ready after {timeout:.0f}s; log {self.log_path}:\n{tail(self.log_path)}"
-        )
 
     async def load_model(self, name: str, timeout: float = 300.0) -> None:
         """Load (or reload, picking up new versions) one model; later restarts load it too."""
@@ -259,16 +208,12 @@ class LocalTriton:
             raise StackError("Triton has no port yet: start it first")
         return port
 
-    def _save(self) -> None:
-        self.state.update(
-            self.name,
-            pid=self.pid,
-            start_time=self.start_time,
-            http_port=self.http_port,
-            grpc_port=self.grpc_port,
-            metrics_port=self.metrics_port,
-            models=self.models,
-            log=str(self.log_path),
-            grpc_url=f"{HOST}:{self.grpc_port}",
-            http_url=f"http://{HOST}:{self.http_port}",
-        )
+    def _state_fields(self) -> dict[str, Any]:
+        return {
+            "http_port": self.http_port,
+            "grpc_port": self.grpc_port,
+            "metrics_port": self.metrics_port,
+            "models": self.models,
+            "grpc_url": f"{HOST}:{self.grpc_port}",
+            "http_url": f"http://{HOST}:{self.http_port}",
+        }
