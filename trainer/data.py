@@ -1,28 +1,43 @@
 """Labelled text files -> clean, deduplicated, stratified train/validation splits.
 
-Input is a delimited file with a header that has at least the columns `text` and `label`
-(`.tsv` is tab separated, `.csv` comma separated, anything else is sniffed). Quoting follows
-the csv module's defaults, which is what pandas and spreadsheet tools write.
+Input is a delimited file with a header (`.tsv` is tab separated, `.csv` comma separated,
+anything else but `.jsonl` is sniffed) or JSON Lines (`.jsonl`, one object per line). Column
+names are mapped with `Columns` (defaults `text` and `label`; an optional title column is
+joined to the text the way the worker joins a message's title). Quoting follows the csv
+module's defaults, which is what pandas and spreadsheet tools write.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import random
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
+from worker.schemas import model_text
+
 log = structlog.get_logger(__name__)
-
-REQUIRED_COLUMNS = ("text", "label")
-
 
 class DataError(ValueError):
     """The data file cannot be used for training; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which columns (or JSON keys) hold the text, the label and an optional title."""
+
+    text: str = "text"
+    label: str = "label"
+    title: str | None = None
+
+    @property
+    def required(self) -> list[str]:
+        return [name for name in (self.text, self.label, self.title) if name]
 
 
 @dataclass(frozen=True)
@@ -53,49 +68,82 @@ def _delimiter(path: Path, sample: str) -> str:
         return "\t"
 
 
-def read_examples(path: Path, labels: Sequence[str]) -> list[Example]:
-    """Read, validate and clean a labelled file.
+def _missing(path: Path, found: Sequence[str], columns: Columns) -> None:
+    missing = [name for name in columns.required if name not in found]
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(missing)}; found {list(found) or 'no header'}"
+            " (map them with --text-col / --label-col / --title-col)"
+        )
 
-    Texts are whitespace-stripped; empty texts are dropped; repeated texts are kept once
-    (first occurrence wins) so the same sentence never lands in both splits. Any label outside
-    `labels` is an error rather than a silent drop, because it usually means the wrong task.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file not found: {path}")
-    label_ids = {name: index for index, name in enumerate(labels)}
+
+def _delimited_rows(path: Path, columns: Columns) -> Iterator[tuple[int, dict]]:
     with path.open(encoding="utf-8", errors="replace", newline="") as handle:
         delimiter = _delimiter(path, handle.read(8192))
         handle.seek(0)
         reader = csv.DictReader(handle, delimiter=delimiter)
-        columns = [name.strip() for name in reader.fieldnames or []]
-        missing = [name for name in REQUIRED_COLUMNS if name not in columns]
-        if missing:
-            raise DataError(
-                f"{path}: missing column(s) {', '.join(missing)}; found {columns or 'no header'}"
-            )
-        reader.fieldnames = columns
-
-        examples: list[Example] = []
-        seen: set[str] = set()
-        unknown: Counter[str] = Counter()
-        first_unknown_line: dict[str, int] = {}
-        empty = duplicates = 0
+        found = [name.strip() for name in reader.fieldnames or []]
+        _missing(path, found, columns)
+        reader.fieldnames = found
         for row in reader:
-            text = (row.get("text") or "").strip()
-            label = (row.get("label") or "").strip()
-            if label not in label_ids:
-                unknown[label] += 1
-                first_unknown_line.setdefault(label, reader.line_num)
+            yield reader.line_num, row
+
+
+def _jsonl_rows(path: Path, columns: Columns) -> Iterator[tuple[int, dict]]:
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
                 continue
-            if not text:
-                empty += 1
-                continue
-            if text in seen:
-                duplicates += 1
-                continue
-            seen.add(text)
-            examples.append(Example(text=text, label=label_ids[label]))
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{line_no}: invalid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{line_no}: expected a JSON object per line")
+            if line_no == 1:
+                _missing(path, list(row), columns)
+            yield line_no, {key: "" if value is None else str(value) for key, value in row.items()}
+
+
+def read_examples(
+    path: Path, labels: Sequence[str], columns: Columns | None = None
+) -> list[Example]:
+    """Read, validate and clean a labelled file.
+
+    Texts are whitespace-stripped; empty texts are dropped and counted; repeated texts are
+    kept once (first occurrence wins) so the same sentence never lands in both splits. Any
+    label outside `labels` is an error rather than a silent drop, because it usually means the
+    wrong task or a wrong column mapping; so is a file whose rows all carry one label.
+    """
+    path = Path(path)
+    columns = columns or Columns()
+    if not path.is_file():
+        raise DataError(f"data file not found: {path}")
+    label_ids = {name: index for index, name in enumerate(labels)}
+    rows = _jsonl_rows if path.suffix.lower() == ".jsonl" else _delimited_rows
+
+    examples: list[Example] = []
+    seen: set[str] = set()
+    unknown: Counter[str] = Counter()
+    first_unknown_line: dict[str, int] = {}
+    empty = duplicates = 0
+    for line_no, row in rows(path, columns):
+        text = (row.get(columns.text) or "").strip()
+        if columns.title and text:
+            text = model_text(text, row.get(columns.title))
+        label = (row.get(columns.label) or "").strip()
+        if label not in label_ids:
+            unknown[label] += 1
+            first_unknown_line.setdefault(label, line_no)
+            continue
+        if not text:
+            empty += 1
+            continue
+        if text in seen:
+            duplicates += 1
+            continue
+        seen.add(text)
+        examples.append(Example(text=text, label=label_ids[label]))
 
     if unknown:
         details = ", ".join(
@@ -104,7 +152,11 @@ def read_examples(path: Path, labels: Sequence[str]) -> list[Example]:
         )
         raise DataError(f"{path}: unknown label(s) {details}; expected one of {list(labels)}")
     if not examples:
-        raise DataError(f"{path}: no usable rows")
+        raise DataError(f"{path}: no usable rows ({empty} rows with an empty text)")
+    present = {example.label for example in examples}
+    if len(present) < 2:
+        only = labels[next(iter(present))]
+        raise DataError(f"{path}: every usable row has the label {only!r}; need at least two")
     log.info(
         "data.read", path=str(path), rows=len(examples), dropped_empty=empty, duplicates=duplicates
     )
@@ -139,10 +191,14 @@ def stratified_split(examples: Sequence[Example], validation_fraction: float, se
 
 
 def load_split(
-    path: Path, labels: Sequence[str], validation_fraction: float = 0.1, seed: int = 42
+    path: Path,
+    labels: Sequence[str],
+    validation_fraction: float = 0.1,
+    seed: int = 42,
+    columns: Columns | None = None,
 ) -> Split:
     """Read a file and split it; the one call the training recipe needs."""
-    split = stratified_split(read_examples(path, labels), validation_fraction, seed)
+    split = stratified_split(read_examples(path, labels, columns), validation_fraction, seed)
     if not split.validation:
         raise DataError(f"{path}: too few rows per label to hold out a validation split")
     return split

@@ -15,7 +15,7 @@ from worker.batching import chunks, halves, prepare_batch
 from worker.inference import Classifier, InferenceRejected
 from worker.labelling import dead_letter_record, labelled_record
 from worker.messages import OutRecord, RawMessage
-from worker.schemas import InputMessage
+from worker.schemas import InputMessage, model_text
 from worker.settings import Route, WorkerSettings
 from worker.validation import Rejection, validate
 
@@ -66,7 +66,8 @@ class Pipeline:
     ) -> None:
         """Classify `items`; when Triton rejects the batch as invalid, bisect to the culprit."""
         try:
-            answer = await self.classifier.classify(self.route.model, [m.text for _, _, m in items])
+            texts = [model_text(m.text, m.title) for _, _, m in items]
+            answer = await self.classifier.classify(self.route.model, texts)
         except InferenceRejected as exc:
             if len(items) == 1:
                 index, raw, _ = items[0]

@@ -42,6 +42,15 @@ class InputMessage(BaseModel):
         raise ValueError("ts must be an ISO-8601 string or epoch milliseconds")
 
 
+def model_text(text: str, title: str | None = None) -> str:
+    """What the classifier reads: the title, when there is one, joined to the text.
+
+    The trainer joins a title column the same way, so training and serving see the same input.
+    """
+    title = (title or "").strip()
+    return f"{title}. {text}" if title else text
+
+
 class ModelRef(BaseModel):
     name: str
     version: str

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from trainer.data import DataError, Example, load_split, read_examples, stratified_split
+from trainer.data import (
+    Columns,
+    DataError,
+    Example,
+    load_split,
+    read_examples,
+    stratified_split,
+)
 from trainer.tasks import TASKS, get_task
 
 LABELS = ("negative", "positive")
@@ -68,7 +75,7 @@ def test_missing_file_and_empty_file_are_clear(tmp_path: Path) -> None:
 
 def test_invalid_utf8_does_not_crash(tmp_path: Path) -> None:
     data = tmp_path / "d.tsv"
-    data.write_bytes(b"text\tlabel\ncaf\xc3 \xff\tpositive\n")
+    data.write_bytes(b"text\tlabel\ncaf\xc3 \xff\tpositive\nfine\tnegative\n")
     assert read_examples(data, LABELS)[0].text == "caf\ufffd \ufffd"
 
 
@@ -107,7 +114,7 @@ def test_split_rejects_bad_fraction() -> None:
 
 
 def test_load_split_needs_a_validation_set(tmp_path: Path) -> None:
-    data = write(tmp_path / "d.tsv", "text\tlabel\nonly one\tpositive\n")
+    data = write(tmp_path / "d.tsv", "text\tlabel\nonly one\tpositive\nanother\tnegative\n")
     with pytest.raises(DataError, match="too few rows"):
         load_split(data, LABELS)
 
@@ -120,3 +127,32 @@ def test_task_presets() -> None:
     with pytest.raises(ValueError, match="news, reviews"):
         get_task("spam")
     assert set(TASKS) == {"news", "reviews"}
+
+
+def test_single_class_file_is_refused(tmp_path: Path) -> None:
+    data = write(tmp_path / "one.tsv", "text\tlabel\na\tpositive\nb\tpositive\n")
+    with pytest.raises(DataError, match="every usable row has the label 'positive'"):
+        read_examples(data, LABELS)
+
+
+def test_column_mapping_and_title_join(tmp_path: Path) -> None:
+    data = write(
+        tmp_path / "m.csv",
+        "headline,body,sentiment\nGreat,loved it,positive\n,awful,negative\n",
+    )
+    columns = Columns(text="body", label="sentiment", title="headline")
+    examples = read_examples(data, LABELS, columns)
+    assert [(e.text, e.label) for e in examples] == [("Great. loved it", 1), ("awful", 0)]
+    with pytest.raises(DataError, match="--text-col"):
+        read_examples(data, LABELS)
+
+
+def test_jsonl(tmp_path: Path) -> None:
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"t": "good", "y": "positive"}\n\n{"t": "bad", "y": "negative"}\n')
+    examples = read_examples(data, LABELS, Columns(text="t", label="y"))
+    assert [(e.text, e.label) for e in examples] == [("good", 1), ("bad", 0)]
+    broken = tmp_path / "b.jsonl"
+    broken.write_text('{"t": "good", "y": "positive"}\n{oops\n')
+    with pytest.raises(DataError, match="b.jsonl:2: invalid JSON"):
+        read_examples(broken, LABELS, Columns(text="t", label="y"))
