@@ -46,4 +46,8 @@ class TrainerSettings(BaseSettings):
     base_model: Path = Field(
         default_factory=packaged_base_model, description="Local HF model directory to fine-tune."
     )
-    seed: int = 42
+    seed: int = Field(42, description="Seed for data split, initialisation and shuffling.")
+    checkpoint_dir: Path = Field(
+        Path(".labelstream") / "checkpoints",
+        description="Where interrupted runs are resumed from (removed once a version is written).",
+    )

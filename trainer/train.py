@@ -1,15 +1,19 @@
 """Fine-tune the base model on a task, evaluate it, export it and write a new model version.
 
 Reads top to bottom like a recipe (in the spirit of transformers' run_glue.py):
-settings -> seeds and threads -> data -> tokenizer and model -> optimizer and schedule ->
-training loop -> evaluation -> ONNX export + parity check -> atomic version write.
+settings -> label-set guard -> seeds and threads -> data -> tokenizer and model -> optimizer
+and schedule -> training loop (periodic validation, early stopping on macro-F1, best weights
+kept, resumable checkpoints) -> evaluation -> ONNX export + parity check -> atomic version write.
 Everything runs in-process so tests and demos can call `train_and_export` directly.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
+import hashlib
+import json
 import math
 import random
 import statistics
@@ -28,7 +32,8 @@ from tokenizers import Tokenizer
 from torch import nn
 from tqdm.auto import tqdm
 
-from trainer.data import Example, load_split
+from trainer.checkpoint import Checkpoint, LoopState, run_id
+from trainer.data import Columns, Example, load_split
 from trainer.export import (
     INPUT_NAMES,
     OPSET,
@@ -39,7 +44,7 @@ from trainer.export import (
     export_onnx,
     serving_tokenizer,
 )
-from trainer.repository import write_version
+from trainer.repository import RepositoryError, latest_version, write_version
 from trainer.settings import TrainerSettings, force_offline_hub
 from trainer.tasks import Task, get_task
 
@@ -66,6 +71,10 @@ class TrainOptions:
     torch_threads: int | None = None
     parity_texts: int = 6
     progress: bool = True
+    eval_every: int | None = None
+    """Validate every this many steps; default once per epoch (and always at the end)."""
+    patience: int | None = 3
+    """Stop after this many validations without a macro-F1 gain; None never stops early."""
 
     @classmethod
     def from_kwargs(cls, **options: Any) -> TrainOptions:
@@ -86,6 +95,11 @@ class TrainStats:
     seconds: float
     seconds_per_step: float
     final_loss: float
+    best_step: int = 0
+    best_macro_f1: float | None = None
+    stopped_early: bool = False
+    resumed_from_step: int = 0
+    evaluations: list[dict[str, float]] = dataclasses.field(default_factory=list)
 
 
 def set_seed(seed: int) -> None:
@@ -169,24 +183,53 @@ def make_optimizer(
 
 
 def fine_tune(
-    model: nn.Module, tokenizer: Tokenizer, train: Sequence[Example], options: TrainOptions
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    train: Sequence[Example],
+    options: TrainOptions,
+    validation: Sequence[Example] = (),
+    num_labels: int = 0,
+    checkpoint: Checkpoint | None = None,
 ) -> TrainStats:
-    """Standard supervised fine-tuning loop; stops at `max_steps` if set, else after `epochs`."""
+    """Supervised fine-tuning; stops at `max_steps` if set, else after `epochs`, or early.
+
+    With a validation set, macro-F1 is measured every `eval_every` steps; the best weights are
+    kept and restored at the end, and `patience` validations without a gain stop the run.
+    With a checkpoint, the state is saved at every validation and resumed on the next start.
+    """
     steps_per_epoch = math.ceil(len(train) / options.batch_size)
     total_steps = options.max_steps or options.epochs * steps_per_epoch
+    eval_every = options.eval_every or min(steps_per_epoch, total_steps)
     optimizer, scheduler = make_optimizer(model, options, total_steps)
     rng = random.Random(options.seed)
 
-    model.train()
-    step, epoch, loss_value = 0, 0, float("nan")
+    state = checkpoint.load(model, optimizer, scheduler) if checkpoint else None
+    resumed_from = state.step if state else 0
+    state = state or LoopState()
+    best_weights = checkpoint.best_state_dict() if checkpoint and resumed_from else None
+    stopped_early = False
+    loss_value = float("nan")
     step_seconds: list[float] = []
     started = time.perf_counter()
-    with tqdm(total=total_steps, desc="train", unit="step", disable=not options.progress) as bar:
-        while step < total_steps:
-            epoch += 1
-            for input_ids, attention_mask, labels in batches(
-                train, tokenizer, options.batch_size, rng
-            ):
+
+    model.train()
+    with tqdm(
+        total=total_steps,
+        initial=state.step,
+        desc="train",
+        unit="step",
+        disable=not options.progress,
+    ) as bar:
+        while state.step < total_steps and not stopped_early:
+            if state.batch_in_epoch == 0:
+                state.epoch += 1
+                state.epoch_rng_state = rng.getstate()
+            else:
+                rng.setstate(state.epoch_rng_state)
+            epoch_batches = batches(train, tokenizer, options.batch_size, rng)
+            for index, (input_ids, attention_mask, labels) in enumerate(epoch_batches):
+                if index < state.batch_in_epoch:
+                    continue
                 tick = time.perf_counter()
                 out = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
                 out.loss.backward()
@@ -196,19 +239,64 @@ def fine_tune(
                 optimizer.zero_grad(set_to_none=True)
                 step_seconds.append(time.perf_counter() - tick)
                 loss_value = float(out.loss.detach())
-                step += 1
+                state.step += 1
+                state.batch_in_epoch = index + 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss_value:.4f}", epoch=epoch)
-                if step >= total_steps:
+                bar.set_postfix(loss=f"{loss_value:.4f}", epoch=state.epoch)
+                if validation and (state.step % eval_every == 0 or state.step == total_steps):
+                    gained = _validate(model, tokenizer, validation, num_labels, options, state)
+                    if gained:
+                        best_weights = copy.deepcopy(model.state_dict())
+                    if checkpoint:
+                        checkpoint.save(model, optimizer, scheduler, state, best=gained)
+                    if options.patience and state.evals_without_gain >= options.patience:
+                        stopped_early = True
+                        break
+                if state.step >= total_steps:
                     break
+            else:
+                state.batch_in_epoch = 0
+    if best_weights is not None:
+        model.load_state_dict(best_weights)
     model.eval()
     return TrainStats(
-        steps=step,
-        epochs_run=epoch,
+        steps=state.step,
+        epochs_run=state.epoch,
         seconds=time.perf_counter() - started,
-        seconds_per_step=statistics.median(step_seconds),
+        seconds_per_step=statistics.median(step_seconds) if step_seconds else 0.0,
         final_loss=loss_value,
+        best_step=state.best_step,
+        best_macro_f1=state.best_macro_f1 if state.evaluations else None,
+        stopped_early=stopped_early,
+        resumed_from_step=resumed_from,
+        evaluations=state.evaluations,
     )
+
+
+def _validate(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    validation: Sequence[Example],
+    num_labels: int,
+    options: TrainOptions,
+    state: LoopState,
+) -> bool:
+    """Score the validation set, record it in `state`; True when macro-F1 improved."""
+    scores = evaluate(model, tokenizer, validation, num_labels, options.eval_batch_size)
+    model.train()
+    state.evaluations.append(
+        {"step": state.step, "accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"]}
+    )
+    log.info("train.validation", step=state.step, **scores)
+    if scores["macro_f1"] > state.best_macro_f1:
+        state.best_macro_f1, state.best_step, state.evals_without_gain = (
+            scores["macro_f1"],
+            state.step,
+            0,
+        )
+        return True
+    state.evals_without_gain += 1
+    return False
 
 
 def evaluate(
@@ -250,11 +338,14 @@ def train_and_export(
     model_name: str | None = None,
     *,
     settings: TrainerSettings | None = None,
+    columns: Columns | None = None,
+    new_model: bool = False,
     **options: Any,
 ) -> Path:
     """Train, evaluate, export and write the next version of `model_name`; returns its dir.
 
     `options` are `TrainOptions` fields (max_steps, max_length, batch_size, epochs, ...).
+    `new_model` allows a label set that differs from the model's existing versions.
     """
     settings = settings or TrainerSettings()
     opts = TrainOptions.from_kwargs(**options)
@@ -264,11 +355,12 @@ def train_and_export(
     repository = Path(repository or settings.repository)
     model_name = model_name or spec.default_model_name
     run_log = log.bind(task=spec.name, model=model_name)
+    check_label_set(repository / model_name, spec.labels, allow_change=new_model)
 
     set_seed(opts.seed)
     configure_torch(opts.torch_threads)
 
-    split = load_split(Path(data), spec.labels, opts.validation_fraction, opts.seed)
+    split = load_split(Path(data), spec.labels, opts.validation_fraction, opts.seed, columns)
     train = split.train[: opts.max_train_samples] if opts.max_train_samples else split.train
     validation = (
         split.validation[: opts.max_eval_samples] if opts.max_eval_samples else split.validation
@@ -285,7 +377,18 @@ def train_and_export(
     tokenizer = serving_tokenizer(tokenizer_json, opts.max_length)
     model = load_model(settings.base_model, spec)
 
-    stats = fine_tune(model, tokenizer, train, opts)
+    checkpoint = Checkpoint(
+        settings.checkpoint_dir,
+        run_id(
+            task=spec.name,
+            model=model_name,
+            data=file_fingerprint(Path(data)),
+            columns=dataclasses.asdict(columns or Columns()),
+            base_model=str(settings.base_model),
+            options={k: v for k, v in dataclasses.asdict(opts).items() if k != "progress"},
+        ),
+    )
+    stats = fine_tune(model, tokenizer, train, opts, validation, len(spec.labels), checkpoint)
     run_log.info("train.trained", **dataclasses.asdict(stats))
     scores = evaluate(model, tokenizer, validation, len(spec.labels), opts.eval_batch_size)
     run_log.info("train.evaluated", **scores)
@@ -313,6 +416,11 @@ def train_and_export(
         "train_seconds": round(stats.seconds, 3),
         "seconds_per_step": round(stats.seconds_per_step, 4),
         "final_loss": stats.final_loss,
+        "best_step": stats.best_step,
+        "stopped_early": stats.stopped_early,
+        "resumed_from_step": stats.resumed_from_step,
+        "validation_curve": stats.evaluations,
+        "data_fingerprint": file_fingerprint(Path(data)),
         "options": dataclasses.asdict(opts),
         "data": str(data),
         "created_at": created_at,
@@ -342,5 +450,28 @@ def train_and_export(
         classifier=classifier,
         metrics=metrics,
     )
+    checkpoint.remove()
     run_log.info("train.version_written", version_dir=str(version_dir), **scores)
     return version_dir
+
+
+def check_label_set(model_dir: Path, labels: Sequence[str], *, allow_change: bool) -> None:
+    """A model name keeps one label set: consumers and drift references depend on it."""
+    newest = latest_version(model_dir)
+    if newest is None or allow_change:
+        return
+    existing = json.loads((model_dir / str(newest) / "labels.json").read_text(encoding="utf-8"))
+    if list(existing) != list(labels):
+        raise RepositoryError(
+            f"{model_dir.name} version {newest} has labels {existing}, this run has {list(labels)};"
+            " train under another --model name, or pass --new-model to change the label set"
+        )
+
+
+def file_fingerprint(path: Path) -> str:
+    """sha256 of the data file, so a version records exactly what it was trained on."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]

@@ -1,0 +1,126 @@
+"""The training loop on a tiny random BERT: early stopping, best weights, resume after a crash."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from trainer import train as train_module
+from trainer.checkpoint import Checkpoint
+from trainer.data import Example
+from trainer.export import base_tokenizer_json, serving_tokenizer
+from trainer.repository import RepositoryError
+from trainer.settings import packaged_base_model
+from trainer.train import TrainOptions, check_label_set, fine_tune
+
+TEXTS = [("great fun", 1), ("awful bore", 0), ("loved it", 1), ("hated it", 0)] * 6
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return serving_tokenizer(base_tokenizer_json(packaged_base_model()), 16)
+
+
+def tiny_model(seed: int = 0) -> BertForSequenceClassification:
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=2,
+    )
+    return BertForSequenceClassification(config)
+
+
+def examples() -> list[Example]:
+    return [Example(text, label) for text, label in TEXTS]
+
+
+def options(**overrides) -> TrainOptions:
+    return TrainOptions(
+        **{
+            "max_steps": 6,
+            "batch_size": 4,
+            "eval_every": 2,
+            "seed": 1,
+            "progress": False,
+            "learning_rate": 1e-3,
+            **overrides,
+        }
+    )
+
+
+def test_validation_curve_and_best_weights_restored(tokenizer):
+    model = tiny_model()
+    stats = fine_tune(model, tokenizer, examples(), options(patience=None), examples()[:8], 2)
+    assert [e["step"] for e in stats.evaluations] == [2, 4, 6]
+    best = max(e["macro_f1"] for e in stats.evaluations)
+    assert stats.best_macro_f1 == best
+    assert stats.best_step == next(e["step"] for e in stats.evaluations if e["macro_f1"] == best)
+
+
+def test_early_stopping(tokenizer, monkeypatch):
+    scores = iter([0.5, 0.4, 0.4, 0.9])
+    monkeypatch.setattr(
+        train_module,
+        "evaluate",
+        lambda *a, **k: {"accuracy": 0.0, "macro_f1": next(scores), "examples": 1},
+    )
+    stats = fine_tune(
+        tiny_model(), tokenizer, examples(), options(max_steps=20, patience=2), examples(), 2
+    )
+    assert stats.stopped_early and stats.steps == 6 and stats.best_step == 2
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tokenizer, tmp_path, monkeypatch):
+    reference = tiny_model()
+    fine_tune(reference, tokenizer, examples(), options(patience=None), examples()[:4], 2)
+
+    real_evaluate = train_module.evaluate
+    calls = {"n": 0}
+
+    def crash_on_second(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    checkpoint = Checkpoint(tmp_path, "run")
+    monkeypatch.setattr(train_module, "evaluate", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        fine_tune(
+            tiny_model(),
+            tokenizer,
+            examples(),
+            options(patience=None),
+            examples()[:4],
+            2,
+            checkpoint,
+        )
+    monkeypatch.setattr(train_module, "evaluate", real_evaluate)
+
+    resumed = tiny_model(seed=99)  # different init: everything must come from the checkpoint
+    stats = fine_tune(
+        resumed, tokenizer, examples(), options(patience=None), examples()[:4], 2, checkpoint
+    )
+    assert stats.resumed_from_step == 2 and stats.steps == 6
+    for (name, a), (_, b) in zip(
+        reference.state_dict().items(), resumed.state_dict().items(), strict=True
+    ):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_label_set_guard(tmp_path):
+    version = tmp_path / "news_topic" / "1"
+    version.mkdir(parents=True)
+    (version / "labels.json").write_text('["World", "Sports", "Business", "Sci/Tech"]')
+    check_label_set(
+        tmp_path / "news_topic", ["World", "Sports", "Business", "Sci/Tech"], allow_change=False
+    )
+    with pytest.raises(RepositoryError, match="--new-model"):
+        check_label_set(tmp_path / "news_topic", ["negative", "positive"], allow_change=False)
+    check_label_set(tmp_path / "news_topic", ["negative", "positive"], allow_change=True)
+    check_label_set(tmp_path / "other", ["negative", "positive"], allow_change=False)
