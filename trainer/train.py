@@ -32,6 +32,7 @@ from tokenizers import Tokenizer
 from torch import nn
 from tqdm.auto import tqdm
 
+from trainer.baseline import tfidf_baseline
 from trainer.checkpoint import Checkpoint, LoopState, run_id
 from trainer.data import Columns, Example, load_split
 from trainer.export import (
@@ -39,11 +40,15 @@ from trainer.export import (
     OPSET,
     OUTPUT_NAMES,
     PAD_TOKEN,
+    ClassifierWithEmbedding,
     base_tokenizer_json,
     check_parity,
     export_onnx,
     serving_tokenizer,
 )
+from trainer.metrics import classification_metrics
+from trainer.modeling import build_classifier
+from trainer.report import write_report
 from trainer.repository import RepositoryError, latest_version, write_version
 from trainer.settings import TrainerSettings, force_offline_hub
 from trainer.tasks import Task, get_task
@@ -75,6 +80,8 @@ class TrainOptions:
     """Validate every this many steps; default once per epoch (and always at the end)."""
     patience: int | None = 3
     """Stop after this many validations without a macro-F1 gain; None never stops early."""
+    head: str = "mean"
+    """Classifier head: "mean" (linear on mean-pooled tokens) or "cls" (BERT pooler)."""
 
     @classmethod
     def from_kwargs(cls, **options: Any) -> TrainOptions:
@@ -118,22 +125,14 @@ def configure_torch(threads: int) -> None:
         torch.set_num_interop_threads(1)
 
 
-def load_model(base_model: Path, task: Task) -> nn.Module:
+def load_model(base_model: Path, task: Task, head: str = "mean") -> nn.Module:
     """The base checkpoint with a fresh classification head for the task's labels; offline."""
     force_offline_hub()
-    from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    return AutoModelForSequenceClassification.from_pretrained(
-        base_model,
-        num_labels=len(task.labels),
-        id2label=dict(enumerate(task.labels)),
-        label2id={label: index for index, label in enumerate(task.labels)},
-        local_files_only=True,
-        attn_implementation="sdpa",
-    )
+    return build_classifier(base_model, task.labels, head)
 
 
 def batches(
@@ -325,6 +324,24 @@ def evaluate(
     }
 
 
+def predict(
+    model: nn.Module, tokenizer: Tokenizer, texts: Sequence[str], batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and mean-pooled embeddings, computed exactly as the exported graph does."""
+    wrapper = ClassifierWithEmbedding(model).eval()
+    probs, embeddings = [], []
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            encodings = tokenizer.encode_batch(list(texts[start : start + batch_size]))
+            batch_probs, batch_embeddings = wrapper(
+                torch.tensor([e.ids for e in encodings], dtype=torch.int64),
+                torch.tensor([e.attention_mask for e in encodings], dtype=torch.int64),
+            )
+            probs.append(batch_probs.numpy())
+            embeddings.append(batch_embeddings.numpy())
+    return np.concatenate(probs), np.concatenate(embeddings)
+
+
 def parity_texts(validation: Sequence[Example], count: int) -> list[str]:
     """Real texts plus the edge cases serving sees: replaced bytes and over-long input."""
     texts = [example.text for example in validation[:count]]
@@ -375,7 +392,7 @@ def train_and_export(
 
     tokenizer_json = base_tokenizer_json(settings.base_model)
     tokenizer = serving_tokenizer(tokenizer_json, opts.max_length)
-    model = load_model(settings.base_model, spec)
+    model = load_model(settings.base_model, spec, opts.head)
 
     checkpoint = Checkpoint(
         settings.checkpoint_dir,
@@ -390,8 +407,28 @@ def train_and_export(
     )
     stats = fine_tune(model, tokenizer, train, opts, validation, len(spec.labels), checkpoint)
     run_log.info("train.trained", **dataclasses.asdict(stats))
-    scores = evaluate(model, tokenizer, validation, len(spec.labels), opts.eval_batch_size)
-    run_log.info("train.evaluated", **scores)
+
+    validation_texts = [example.text for example in validation]
+    truth = np.array([example.label for example in validation])
+    probs, embeddings = predict(model, tokenizer, validation_texts, opts.eval_batch_size)
+    scores = classification_metrics(truth, probs, list(spec.labels))
+    baseline = tfidf_baseline(
+        [example.text for example in train],
+        [example.label for example in train],
+        validation_texts,
+        truth,
+        spec.labels,
+        seed=opts.seed,
+    )
+    margin = round(100 * (scores["accuracy"] - baseline["accuracy"]), 2)
+    run_log.info(
+        "train.evaluated",
+        accuracy=scores["accuracy"],
+        macro_f1=scores["macro_f1"],
+        ece=scores["ece"],
+        baseline_accuracy=baseline["accuracy"],
+        margin_points=margin,
+    )
 
     created_at = datetime.now(UTC).isoformat(timespec="seconds")
     classifier = {
@@ -410,6 +447,12 @@ def train_and_export(
     }
     metrics: dict[str, Any] = {
         **scores,
+        "baseline": {
+            key: baseline[key]
+            for key in ("name", "setup", "accuracy", "macro_f1", "ece", "fit_seconds")
+            if key in baseline
+        },
+        "margin_over_baseline_points": margin,
         "train_examples": len(train),
         "steps": stats.steps,
         "epochs_run": stats.epochs_run,
@@ -441,6 +484,20 @@ def train_and_export(
             parity_texts(validation, opts.parity_texts),
         )
         metrics["export_seconds"] = round(time.perf_counter() - started, 3)
+        write_report(
+            staging,
+            metrics,
+            baseline,
+            None,
+            {
+                "model_name": model_name,
+                "task": spec.name,
+                "created_at": created_at,
+                "base_model": classifier["base_model"],
+                "data": str(data),
+                "data_fingerprint": metrics["data_fingerprint"],
+            },
+        )
 
     version_dir = write_version(
         repository,
@@ -451,7 +508,12 @@ def train_and_export(
         metrics=metrics,
     )
     checkpoint.remove()
-    run_log.info("train.version_written", version_dir=str(version_dir), **scores)
+    run_log.info(
+        "train.version_written",
+        version_dir=str(version_dir),
+        accuracy=scores["accuracy"],
+        macro_f1=scores["macro_f1"],
+    )
     return version_dir
 
 
