@@ -1,17 +1,19 @@
-"""`trainer` command line: `trainer train ...` and `trainer publish ...`.
+"""`trainer` command line: train, publish, and inspect or score what the repository holds.
 
-Heavy imports (torch, transformers) happen inside `train`, so `publish` starts quickly.
+Heavy imports (torch, transformers) happen inside `train`, so the other commands start quickly.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from trainer.settings import TrainerSettings
@@ -28,7 +30,7 @@ TaskName = StrEnum("TaskName", {name: name for name in TASKS})
 @app.command()
 def train(
     task: Annotated[TaskName, typer.Option(help="Task preset (labels and model name).")],
-    data: Annotated[Path, typer.Option(help="TSV/CSV file with columns text, label.")],
+    data: Annotated[Path, typer.Option(help="TSV/CSV/JSONL file with a text and a label column.")],
     repository: Annotated[
         Path | None, typer.Option(help="Triton model repository (env TRAINER_REPOSITORY).")
     ] = None,
@@ -48,10 +50,45 @@ def train(
     torch_threads: Annotated[
         int | None, typer.Option(help="torch threads (env TRAINER_TORCH_THREADS).")
     ] = None,
+    text_col: Annotated[str, typer.Option(help="Column (or JSON key) with the text.")] = "text",
+    label_col: Annotated[str, typer.Option(help="Column with the label.")] = "label",
+    title_col: Annotated[
+        str | None, typer.Option(help="Optional title column, joined to the text.")
+    ] = None,
+    head: Annotated[
+        str | None, typer.Option(help='Classifier head: "mean" (default) or "cls".')
+    ] = None,
+    eval_every: Annotated[
+        int | None, typer.Option(help="Validate every N steps (default: once per epoch).")
+    ] = None,
+    patience: Annotated[
+        int | None, typer.Option(help="Stop after N validations without macro-F1 gain.")
+    ] = None,
+    quantize: Annotated[
+        str | None, typer.Option(help='"int8": serve a dynamically quantized model (CPU).')
+    ] = None,
+    precision: Annotated[
+        str | None, typer.Option(help='"fp16": serve a half-precision model (GPU).')
+    ] = None,
+    device: Annotated[str, typer.Option(help='Triton instance kind: "cpu" or "gpu".')] = "cpu",
+    keep: Annotated[
+        int | None, typer.Option(help="Keep only the newest N versions after writing.")
+    ] = None,
+    new_model: Annotated[
+        bool, typer.Option(help="Allow a label set that differs from existing versions.")
+    ] = False,
 ) -> None:
     """Fine-tune on DATA, evaluate, export to ONNX and write the next model version."""
-    from trainer.data import DataError
+    from trainer.data import Columns, DataError
+    from trainer.repository import RepositoryError
     from trainer.train import train_and_export
+
+    if quantize not in (None, "int8") or precision not in (None, "fp32", "fp16"):
+        console.print('[red]--quantize takes "int8"; --precision takes "fp16" or "fp32"[/red]')
+        raise typer.Exit(2)
+    if quantize and precision == "fp16":
+        console.print("[red]choose one of --quantize int8 and --precision fp16[/red]")
+        raise typer.Exit(2)
 
     try:
         version_dir = train_and_export(
@@ -68,15 +105,36 @@ def train(
             learning_rate=learning_rate,
             seed=seed,
             torch_threads=torch_threads,
+            head=head,
+            eval_every=eval_every,
+            patience=patience,
+            columns=Columns(text=text_col, label=label_col, title=title_col),
+            new_model=new_model,
+            precision=quantize or precision or "fp32",
+            device=device,
+            keep=keep,
         )
     except DataError as exc:
         console.print(f"[red]bad data:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    except RepositoryError as exc:
+        console.print(f"[red]refused:[/red] {exc}")
         raise typer.Exit(2) from exc
     metrics = json.loads((version_dir / "metrics.json").read_text(encoding="utf-8"))
     table = Table(title=f"{version_dir.parent.name} version {version_dir.name}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("accuracy", "macro_f1", "examples", "train_examples", "steps", "train_seconds"):
+    for key in (
+        "accuracy",
+        "macro_f1",
+        "ece",
+        "margin_over_baseline_points",
+        "examples",
+        "train_examples",
+        "steps",
+        "best_step",
+        "train_seconds",
+    ):
         value = metrics.get(key)
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)
@@ -118,3 +176,195 @@ def publish(
         f"labels={result.labels} load={result.load_seconds:.2f}s "
         f"warm-up={result.warmup_seconds:.3f}s"
     )
+
+
+RepositoryOption = Annotated[
+    Path | None, typer.Option(help="Triton model repository (env TRAINER_REPOSITORY).")
+]
+
+
+def _format(value: Any) -> str:
+    """Scores with 4 decimals, lists comma-joined, everything else as is."""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return "-" if value is None else str(value)
+
+
+@app.command("list")
+def list_command(repository: RepositoryOption = None) -> None:
+    """Models in the repository with their versions and the newest version's scores."""
+    from trainer.repository import list_models
+
+    root = repository or TrainerSettings().repository
+    models = list_models(root)
+    if not models:
+        console.print(f"no models in {root}")
+        return
+    table = Table(title=f"models in {root}")
+    for column in ("model", "versions", "newest", "accuracy", "macro_f1", "created_at"):
+        table.add_column(column, justify="right" if column != "model" else "left")
+    for entry in models:
+        table.add_row(
+            entry["model"],
+            _format(entry["versions"]),
+            _format(entry["newest"]),
+            _format(entry.get("accuracy")),
+            _format(entry.get("macro_f1")),
+            _format(entry.get("created_at", "")[:19]),
+        )
+    console.print(table)
+
+
+@app.command()
+def show(
+    name: Annotated[str, typer.Argument(help="Model name in the repository.")],
+    version: Annotated[int | None, typer.Argument(help="Version (default: newest).")] = None,
+    repository: RepositoryOption = None,
+) -> None:
+    """One version's scores, provenance (created, data fingerprint, base model) and files."""
+    from trainer.repository import RepositoryError, list_versions, version_info
+
+    model_dir = (repository or TrainerSettings().repository) / name
+    try:
+        info = version_info(model_dir, version)
+    except RepositoryError as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(1) from exc
+    table = Table(
+        title=f"{name} version {info['version']} (versions: {_format(list_versions(model_dir))})"
+    )
+    table.add_column("field")
+    table.add_column("value")
+    for key, value in info.items():
+        if key in ("model", "version", "files", "variants"):
+            continue
+        table.add_row(key, _format(value))
+    for file_name, size in info["files"].items():
+        table.add_row(f"file {file_name}", f"{size:,} bytes")
+    console.print(table)
+    variants = info.get("variants")
+    if isinstance(variants, dict) and variants:
+        compared = Table(title="variants (measured side by side at export)")
+        columns = ("accuracy", "macro_f1", "texts_per_s", "max_prob_diff_vs_first", "size_bytes")
+        compared.add_column("variant")
+        for column in columns:
+            compared.add_column(column, justify="right")
+        for variant, stats in variants.items():
+            note = " (cpu only)" if stats.get("cpu_only_measurement") else ""
+            compared.add_row(f"{variant}{note}", *(_format(stats.get(c)) for c in columns))
+        console.print(compared)
+
+
+def _triton_predict(
+    url: str, model: str, version: int | None, texts: list[str], batch_size: int
+) -> tuple[Any, list[str], str]:
+    """(probs, labels, served version) from a running Triton, in `batch_size` requests."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    probs, labels, served = [], [], ""
+    try:
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start : start + batch_size]
+            data = np.array([[text.encode("utf-8")] for text in chunk], dtype=np.object_)
+            text_input = grpcclient.InferInput("TEXT", list(data.shape), "BYTES")
+            text_input.set_data_from_numpy(data)
+            result = client.infer(
+                model,
+                [text_input],
+                model_version=str(version or ""),
+                outputs=[grpcclient.InferRequestedOutput(n) for n in ("PROBS", "LABELS")],
+            )
+            probs.append(result.as_numpy("PROBS"))
+            labels = [label.decode("utf-8") for label in result.as_numpy("LABELS")[0]]
+            served = result.get_response().model_version
+    finally:
+        client.close()
+    return np.concatenate(probs), labels, served
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str, typer.Option("--model", help="Model name in the repository.")],
+    data: Annotated[Path, typer.Option(help="TSV/CSV file with columns text, label.")],
+    version: Annotated[
+        int | None, typer.Option(help="Version (default: newest on disk / served).")
+    ] = None,
+    repository: RepositoryOption = None,
+    triton_url: Annotated[
+        str | None,
+        typer.Option(help="Score through this running Triton (gRPC) instead of the files."),
+    ] = None,
+    onnx_file: Annotated[
+        str, typer.Option(help="ONNX file in the version dir, e.g. model.fp32.onnx.")
+    ] = "model.onnx",
+    batch_size: Annotated[int, typer.Option(min=1, help="Texts per inference call.")] = 64,
+    threads: Annotated[
+        int | None, typer.Option(help="ONNX Runtime threads (default: all usable cores).")
+    ] = None,
+) -> None:
+    """Score a labelled file with a version exactly as served; prints scores, writes nothing.
+
+    Without --triton-url the version's ONNX file and tokenizer run here the way model.py runs
+    them; with it the texts go through the live server, and its LABELS decide the label order.
+    """
+    from trainer.data import DataError, read_examples
+    from trainer.onnx_runner import OnnxClassifier, classification_scores
+    from trainer.repository import RepositoryError, latest_version, list_versions
+
+    started = time.perf_counter()
+    try:
+        if triton_url:
+            from tritonclient.utils import InferenceServerException
+
+            try:
+                _, labels, _ = _triton_predict(triton_url, model, version, ["probe"], 1)
+                examples = read_examples(data, labels)
+                texts = [example.text for example in examples]
+                probs, labels, served = _triton_predict(
+                    triton_url, model, version, texts, batch_size
+                )
+            except InferenceServerException as exc:
+                console.print(f"[red]Triton at {triton_url} failed:[/red] {escape(str(exc))}")
+                raise typer.Exit(1) from exc
+            source = f"triton {triton_url}"
+        else:
+            model_dir = (repository or TrainerSettings().repository) / model
+            served = str(version or latest_version(model_dir) or "")
+            if not served or int(served) not in list_versions(model_dir):
+                raise RepositoryError(
+                    f"version {version or '(newest)'} not found in {model_dir}: "
+                    f"{list_versions(model_dir)}"
+                )
+            runner = OnnxClassifier.from_version_dir(model_dir / served, onnx_file, threads=threads)
+            labels = runner.labels
+            examples = read_examples(data, labels)
+            texts = [example.text for example in examples]
+            probs, _ = runner.predict(texts, batch_size, with_embedding=False)
+            source = str(model_dir / served / onnx_file)
+    except DataError as exc:
+        console.print(f"[red]bad data:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    except (RepositoryError, FileNotFoundError) as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(1) from exc
+    scores = classification_scores(
+        [example.label for example in examples], probs.argmax(axis=1), len(labels)
+    )
+    seconds = time.perf_counter() - started
+    table = Table(title=f"{model} version {served}: {data.name}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in (
+        ("accuracy", scores["accuracy"]),
+        ("macro_f1", scores["macro_f1"]),
+        ("examples", len(examples)),
+        ("labels", labels),
+        ("source", source),
+        ("seconds", f"{seconds:.2f}"),
+    ):
+        table.add_row(key, _format(value))
+    console.print(table)

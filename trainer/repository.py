@@ -1,4 +1,5 @@
-"""Triton model-repository layout: version numbering, atomic version writes, config rendering.
+"""Triton model-repository layout: version numbering, atomic version writes, config rendering,
+and the management side (pruning, per-version info, model listing, data fingerprints).
 
 Pure file-system logic (no torch, no Triton client) so it is cheap to test and to reuse.
 A version directory becomes visible only through one `os.rename` of a fully written temporary
@@ -8,11 +9,12 @@ directory, so a Triton that polls or loads the repository never sees half a vers
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -134,13 +136,25 @@ instance_group [
 {parameter_blocks}"""
 
 
-def ensure_config(model_dir: Path, name: str | None = None) -> bool:
-    """Write a default config.pbtxt if the model has none; True when one was written."""
+def instance_kind(device: str) -> str:
+    """Triton instance kind for a `--device` choice ("cpu" or "gpu")."""
+    kinds = {"cpu": "KIND_CPU", "gpu": "KIND_GPU"}
+    try:
+        return kinds[device.lower()]
+    except KeyError:
+        raise ValueError(f"unknown device {device!r}; choose one of {sorted(kinds)}") from None
+
+
+def ensure_config(model_dir: Path, name: str | None = None, **render_options: Any) -> bool:
+    """Write a default config.pbtxt if the model has none; True when one was written.
+
+    `render_options` go to `render_config` (e.g. `instance_kind=instance_kind("gpu")`).
+    """
     config_path = model_dir / CONFIG_FILE
     if config_path.exists():
         return False
     model_dir.mkdir(parents=True, exist_ok=True)
-    _write_text_atomic(config_path, render_config(name or model_dir.name))
+    _write_text_atomic(config_path, render_config(name or model_dir.name, **render_options))
     log.info("repository.config_written", path=str(config_path))
     return True
 
@@ -205,3 +219,121 @@ def write_version(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def write_config(model_dir: Path, name: str | None = None, **render_options: Any) -> Path:
+    """(Re)write config.pbtxt atomically, e.g. when `--device gpu` changes the instance kind.
+
+    Unlike `ensure_config` this replaces a hand-tuned file, so call it only on an explicit ask.
+    """
+    model_dir.mkdir(parents=True, exist_ok=True)
+    config_path = model_dir / CONFIG_FILE
+    _write_text_atomic(config_path, render_config(name or model_dir.name, **render_options))
+    log.info("repository.config_written", path=str(config_path))
+    return config_path
+
+
+def prune_versions(model_dir: Path, keep: int, protect: Iterable[int] = ()) -> list[int]:
+    """Delete all but the newest `keep` versions, never one in `protect`; returns the deleted.
+
+    `protect` is for versions that must survive regardless of age (e.g. one pinned by
+    `trainer publish --version`). Each version first leaves Triton's view with one rename to a
+    dot-prefixed name, so a polling server never sees a half-deleted version.
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1, got {keep}")
+    model_dir = Path(model_dir)
+    protected = set(protect)
+    versions = list_versions(model_dir)
+    doomed = [v for v in versions[: max(0, len(versions) - keep)] if v not in protected]
+    for version in doomed:
+        trash = model_dir / f"{TMP_PREFIX}deleted-{version}-{uuid.uuid4().hex}"
+        os.rename(model_dir / str(version), trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        log.info("repository.version_pruned", model=model_dir.name, version=version)
+    return doomed
+
+
+def _read_json(path: Path) -> Any:
+    """Parsed JSON, or None when the file is missing or unreadable (info must not crash)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def version_info(model_dir: Path, version: int | None = None) -> dict[str, Any]:
+    """What a version is: scores, provenance and files, from its JSON files (default: newest).
+
+    Keys that a version's files do not record are simply absent, so old versions still show.
+    """
+    model_dir = Path(model_dir)
+    if version is None:
+        version = latest_version(model_dir)
+        if version is None:
+            raise RepositoryError(f"{model_dir} has no versions")
+    version_dir = model_dir / str(version)
+    if not version_dir.is_dir():
+        raise RepositoryError(
+            f"version {version} not found in {model_dir}: {list_versions(model_dir)}"
+        )
+    metrics = _read_json(version_dir / "metrics.json") or {}
+    classifier = _read_json(version_dir / "classifier.json") or {}
+    labels = _read_json(version_dir / "labels.json")
+    info: dict[str, Any] = {
+        "model": model_dir.name,
+        "version": version,
+        "path": str(version_dir),
+        "labels": labels if labels is not None else classifier.get("labels"),
+    }
+    for key in ("accuracy", "macro_f1", "examples", "train_examples", "steps", "train_seconds"):
+        if key in metrics:
+            info[key] = metrics[key]
+    info["created_at"] = metrics.get("created_at") or classifier.get("created_at")
+    for key in ("data", "data_fingerprint", "variants"):
+        if key in metrics:
+            info[key] = metrics[key]
+    for key in ("task", "base_model", "max_length", "precision"):
+        if key in classifier:
+            info[key] = classifier[key]
+    info["files"] = {
+        entry.name: entry.stat().st_size
+        for entry in sorted(version_dir.iterdir())
+        if entry.is_file() and not entry.name.startswith(".")
+    }
+    return {key: value for key, value in info.items() if value is not None}
+
+
+def list_models(repository: Path) -> list[dict[str, Any]]:
+    """Every model directory in the repository with its versions and newest version's scores."""
+    repository = Path(repository)
+    if not repository.is_dir():
+        return []
+    models = []
+    for model_dir in sorted(repository.iterdir()):
+        if not model_dir.is_dir() or model_dir.name.startswith((".", "_")):
+            continue
+        versions = list_versions(model_dir)
+        if not versions and not (model_dir / CONFIG_FILE).is_file():
+            continue
+        summary: dict[str, Any] = {
+            "model": model_dir.name,
+            "versions": versions,
+            "newest": versions[-1] if versions else None,
+        }
+        if versions:
+            newest = version_info(model_dir, versions[-1])
+            for key in ("accuracy", "macro_f1", "created_at", "precision"):
+                if key in newest:
+                    summary[key] = newest[key]
+        models.append(summary)
+    return models
+
+
+def data_fingerprint(path: Path, length: int = 16) -> str:
+    """Short sha256 of a data file's bytes: tells whether two versions saw the same data."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return f"sha256:{digest.hexdigest()[:length]}"

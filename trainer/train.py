@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import hashlib
 import json
 import math
 import random
@@ -48,8 +47,19 @@ from trainer.export import (
 )
 from trainer.metrics import classification_metrics
 from trainer.modeling import build_classifier
+from trainer.onnx_runner import OnnxClassifier
+from trainer.quantize import Precision, compare_variants, install_variant
+from trainer.reference import reference_statistics, write_reference
 from trainer.report import write_report
-from trainer.repository import RepositoryError, latest_version, write_version
+from trainer.repository import (
+    RepositoryError,
+    data_fingerprint,
+    instance_kind,
+    latest_version,
+    prune_versions,
+    write_config,
+    write_version,
+)
 from trainer.settings import TrainerSettings, force_offline_hub
 from trainer.tasks import Task, get_task
 
@@ -357,12 +367,17 @@ def train_and_export(
     settings: TrainerSettings | None = None,
     columns: Columns | None = None,
     new_model: bool = False,
+    precision: Precision = "fp32",
+    device: str = "cpu",
+    keep: int | None = None,
     **options: Any,
 ) -> Path:
     """Train, evaluate, export and write the next version of `model_name`; returns its dir.
 
     `options` are `TrainOptions` fields (max_steps, max_length, batch_size, epochs, ...).
-    `new_model` allows a label set that differs from the model's existing versions.
+    `new_model` allows a label set that differs from the model's existing versions;
+    `precision` picks the served ONNX variant (int8 for CPU, fp16 for GPU; fp32 is kept beside
+    it and both are compared); `device` sets the Triton instance kind; `keep` prunes old versions.
     """
     settings = settings or TrainerSettings()
     opts = TrainOptions.from_kwargs(**options)
@@ -373,6 +388,7 @@ def train_and_export(
     model_name = model_name or spec.default_model_name
     run_log = log.bind(task=spec.name, model=model_name)
     check_label_set(repository / model_name, spec.labels, allow_change=new_model)
+    fingerprint = data_fingerprint(Path(data))
 
     set_seed(opts.seed)
     configure_torch(opts.torch_threads)
@@ -399,7 +415,7 @@ def train_and_export(
         run_id(
             task=spec.name,
             model=model_name,
-            data=file_fingerprint(Path(data)),
+            data=fingerprint,
             columns=dataclasses.asdict(columns or Columns()),
             base_model=str(settings.base_model),
             options={k: v for k, v in dataclasses.asdict(opts).items() if k != "progress"},
@@ -444,6 +460,7 @@ def train_and_export(
         "onnx": {"inputs": list(INPUT_NAMES), "outputs": list(OUTPUT_NAMES), "opset": OPSET},
         "base_model": str(getattr(model.config, "_name_or_path", "") or settings.base_model),
         "created_at": created_at,
+        "precision": precision,
     }
     metrics: dict[str, Any] = {
         **scores,
@@ -463,7 +480,7 @@ def train_and_export(
         "stopped_early": stats.stopped_early,
         "resumed_from_step": stats.resumed_from_step,
         "validation_curve": stats.evaluations,
-        "data_fingerprint": file_fingerprint(Path(data)),
+        "data_fingerprint": fingerprint,
         "options": dataclasses.asdict(opts),
         "data": str(data),
         "created_at": created_at,
@@ -484,11 +501,38 @@ def train_and_export(
             parity_texts(validation, opts.parity_texts),
         )
         metrics["export_seconds"] = round(time.perf_counter() - started, 3)
+        files = install_variant(staging, precision)
+        if len(files) > 1:
+            metrics["variants"] = compare_variants(
+                files,
+                tokenizer_json,
+                opts.max_length,
+                validation_texts,
+                truth,
+                num_labels=len(spec.labels),
+                threads=opts.torch_threads,
+            )
+        served = OnnxClassifier.from_files(
+            staging / "model.onnx", tokenizer_json, opts.max_length, labels=spec.labels
+        )
+        served_probs, served_embeddings = served.predict(validation_texts)
+        write_reference(
+            staging,
+            reference_statistics(
+                served_probs.argmax(axis=1),
+                served_probs,
+                validation_texts,
+                served_embeddings,
+                spec.labels,
+                opts.seed,
+                truth=truth,
+            ),
+        )
         write_report(
             staging,
             metrics,
             baseline,
-            None,
+            metrics.get("variants"),
             {
                 "model_name": model_name,
                 "task": spec.name,
@@ -499,6 +543,8 @@ def train_and_export(
             },
         )
 
+    if device != "cpu":
+        write_config(repository / model_name, model_name, instance_kind=instance_kind(device))
     version_dir = write_version(
         repository,
         model_name,
@@ -508,6 +554,9 @@ def train_and_export(
         metrics=metrics,
     )
     checkpoint.remove()
+    if keep:
+        pruned = prune_versions(repository / model_name, keep)
+        run_log.info("train.pruned", versions=pruned, keep=keep)
     run_log.info(
         "train.version_written",
         version_dir=str(version_dir),
@@ -528,12 +577,3 @@ def check_label_set(model_dir: Path, labels: Sequence[str], *, allow_change: boo
             f"{model_dir.name} version {newest} has labels {existing}, this run has {list(labels)};"
             " train under another --model name, or pass --new-model to change the label set"
         )
-
-
-def file_fingerprint(path: Path) -> str:
-    """sha256 of the data file, so a version records exactly what it was trained on."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]

@@ -62,35 +62,69 @@ def test_topics_produce_and_tail(routes_settings, start_worker, tmp_path):
     assert [orjson.loads(r.value)["error"]["type"] for r in dead] == ["missing_field"]
 
 
-def test_trainer_train_writes_a_version(tmp_path):
-    repository = tmp_path / "repo"
-    result = cli(
+def train_cli(repository: Path, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    return cli(
         "trainer",
         "train",
-        "--task",
-        "news",
-        "--data",
-        str(SAMPLE_FILES["news"]),
-        "--repository",
-        str(repository),
-        "--max-steps",
-        "2",
-        "--max-length",
-        "16",
-        "--batch-size",
-        "8",
-        "--torch-threads",
-        "1",
+        "--task", "news",
+        "--data", str(SAMPLE_FILES["news"]),
+        "--repository", str(repository),
+        "--max-steps", "2",
+        "--max-length", "16",
+        "--batch-size", "8",
+        "--torch-threads", "1",
+        *extra,
         env={**os.environ, "TRAINER_SEED": "7"},
         cwd=tmp_path,
-    )
+    )  # fmt: skip
+
+
+def test_trainer_train_writes_a_version(tmp_path):
+    repository = tmp_path / "repo"
+    result = train_cli(repository, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     version = repository / "news_topic" / "1"
-    for name in ("model.py", "model.onnx", "tokenizer.json", "labels.json", "metrics.json"):
+    for name in (
+        "model.py",
+        "model.onnx",
+        "tokenizer.json",
+        "labels.json",
+        "metrics.json",
+        "reference.json",
+        "report.md",
+        "confusion_matrix.png",
+    ):
         assert (version / name).is_file(), name
     assert (repository / "news_topic" / "config.pbtxt").is_file()
     labels = orjson.loads((version / "labels.json").read_bytes())
     assert labels == ["World", "Sports", "Business", "Sci/Tech"]
+    metrics = orjson.loads((version / "metrics.json").read_bytes())
+    assert {"accuracy", "macro_f1", "ece", "per_class", "confusion_matrix"} <= set(metrics)
+    assert metrics["baseline"]["accuracy"] >= 0
+    assert "margin_over_baseline_points" in metrics
+    assert "Margin over the classical baseline" in (version / "report.md").read_text()
+
+
+def test_trainer_int8_variant_gpu_config_and_pruning(tmp_path):
+    repository = tmp_path / "repo"
+    for _ in range(2):
+        result = train_cli(repository, tmp_path, "--quantize", "int8", "--keep", "1")
+        assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.name for p in (repository / "news_topic").iterdir() if p.name.isdigit()) == [
+        "2"
+    ]
+    version = repository / "news_topic" / "2"
+    assert (version / "model.fp32.onnx").is_file()
+    assert (version / "model.onnx").stat().st_size < (version / "model.fp32.onnx").stat().st_size
+    variants = orjson.loads((version / "metrics.json").read_bytes())["variants"]
+    assert set(variants) == {"fp32", "int8"}
+    assert "accuracy_delta" in variants["int8"] and "texts_per_s" in variants["int8"]
+
+    gpu = train_cli(repository, tmp_path, "--device", "gpu", "--precision", "fp16")
+    assert gpu.returncode == 0, gpu.stderr[-2000:]
+    assert "KIND_GPU" in (repository / "news_topic" / "config.pbtxt").read_text()
+    both = train_cli(repository, tmp_path, "--quantize", "int8", "--precision", "fp16")
+    assert both.returncode == 2
 
 
 def test_trainer_refuses_unknown_labels(tmp_path):
