@@ -312,7 +312,8 @@ def evaluate(
     them; with it the texts go through the live server, and its LABELS decide the label order.
     """
     from trainer.data import DataError, read_examples
-    from trainer.onnx_runner import OnnxClassifier, classification_scores
+    from trainer.metrics import classification_scores
+    from trainer.onnx_runner import OnnxClassifier
     from trainer.repository import RepositoryError, latest_version, list_versions
 
     started = time.perf_counter()

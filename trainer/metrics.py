@@ -10,7 +10,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
 
 DEFAULT_BINS = 15
 
@@ -138,4 +143,27 @@ def classification_metrics(
         "mean_confidence": float(confidence.mean()),
         "reliability": reliability_bins(confidence, correct, n_bins),
         "examples": int(truth.size),
+    }
+
+
+def classification_scores(
+    truth: Sequence[int] | np.ndarray, predicted: Sequence[int] | np.ndarray, num_labels: int
+) -> dict[str, float]:
+    """Accuracy and macro-F1 over all labels (absent ones count as 0): the headline pair that
+    training, `trainer evaluate` and variant comparisons all report."""
+    truth_arr = np.asarray(truth, dtype=np.int64)
+    pred_arr = np.asarray(predicted, dtype=np.int64)
+    if truth_arr.shape != pred_arr.shape or truth_arr.size == 0:
+        raise ValueError("truth and predicted must be non-empty and of equal length")
+    return {
+        "accuracy": float(accuracy_score(truth_arr, pred_arr)),
+        "macro_f1": float(
+            f1_score(
+                truth_arr,
+                pred_arr,
+                average="macro",
+                labels=list(range(num_labels)),
+                zero_division=0,
+            )
+        ),
     }

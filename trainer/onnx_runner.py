@@ -147,23 +147,3 @@ class OnnxClassifier:
             np.concatenate(probs).astype(np.float32, copy=False),
             np.concatenate(embeddings).astype(np.float32, copy=False) if with_embedding else None,
         )
-
-
-def classification_scores(
-    truth: Sequence[int], predicted: Sequence[int], num_labels: int
-) -> dict[str, float]:
-    """Accuracy and macro-F1 over all labels (absent ones count as 0), as training reports them."""
-    truth_arr = np.asarray(truth, dtype=np.int64)
-    pred_arr = np.asarray(predicted, dtype=np.int64)
-    if truth_arr.shape != pred_arr.shape or truth_arr.size == 0:
-        raise ValueError("truth and predicted must be non-empty and of equal length")
-    f1s = []
-    for label in range(num_labels):
-        tp = int(np.sum((pred_arr == label) & (truth_arr == label)))
-        fp = int(np.sum((pred_arr == label) & (truth_arr != label)))
-        fn = int(np.sum((pred_arr != label) & (truth_arr == label)))
-        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
-    return {
-        "accuracy": float(np.mean(truth_arr == pred_arr)),
-        "macro_f1": float(np.mean(f1s)),
-    }

@@ -33,6 +33,7 @@ import numpy as np
 import onnx
 import structlog
 
+from trainer.metrics import classification_scores
 from trainer.onnx_runner import (
     CPU_PROVIDERS,
     DEFAULT_PAD_TOKEN,
@@ -40,7 +41,6 @@ from trainer.onnx_runner import (
     ONNX_PROBS,
     SERVED_ONNX,
     OnnxClassifier,
-    classification_scores,
     usable_cores,
 )
 
@@ -70,6 +70,20 @@ def _check_interface(path: Path) -> None:
         raise VariantError(f"{path}: interface changed: inputs={inputs} outputs={outputs}")
 
 
+def _written(event: str, src: Path, dst: Path, started: float) -> Path:
+    """Check the variant kept the serving interface, log its size, return its path."""
+    _check_interface(dst)
+    log.info(
+        event,
+        src=str(src),
+        dst=str(dst),
+        src_bytes=src.stat().st_size,
+        dst_bytes=dst.stat().st_size,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    return dst
+
+
 def quantize_int8(
     src: Path,
     dst: Path,
@@ -92,16 +106,7 @@ def quantize_int8(
         per_channel=per_channel,
         op_types_to_quantize=list(op_types),
     )
-    _check_interface(Path(dst))
-    log.info(
-        "quantize.int8_written",
-        src=str(src),
-        dst=str(dst),
-        src_bytes=Path(src).stat().st_size,
-        dst_bytes=Path(dst).stat().st_size,
-        seconds=round(time.perf_counter() - started, 3),
-    )
-    return Path(dst)
+    return _written("quantize.int8_written", Path(src), Path(dst), started)
 
 
 def convert_fp16(src: Path, dst: Path) -> Path:
@@ -111,16 +116,7 @@ def convert_fp16(src: Path, dst: Path) -> Path:
     started = time.perf_counter()
     model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
     onnx.save(model, str(dst))
-    _check_interface(Path(dst))
-    log.info(
-        "quantize.fp16_written",
-        src=str(src),
-        dst=str(dst),
-        src_bytes=Path(src).stat().st_size,
-        dst_bytes=Path(dst).stat().st_size,
-        seconds=round(time.perf_counter() - started, 3),
-    )
-    return Path(dst)
+    return _written("quantize.fp16_written", Path(src), Path(dst), started)
 
 
 def install_variant(version_dir: Path, precision: Precision) -> dict[str, Path]:

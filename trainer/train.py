@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import structlog
 import torch
-from sklearn.metrics import accuracy_score, f1_score
 from tokenizers import Tokenizer
 from torch import nn
 from tqdm.auto import tqdm
@@ -45,7 +44,7 @@ from trainer.export import (
     export_onnx,
     serving_tokenizer,
 )
-from trainer.metrics import classification_metrics
+from trainer.metrics import classification_metrics, classification_scores
 from trainer.modeling import build_classifier
 from trainer.onnx_runner import OnnxClassifier
 from trainer.quantize import Precision, compare_variants, install_variant
@@ -323,15 +322,7 @@ def evaluate(
             logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
             predictions.extend(logits.argmax(dim=-1).tolist())
     truth = [example.label for example in examples]
-    return {
-        "accuracy": float(accuracy_score(truth, predictions)),
-        "macro_f1": float(
-            f1_score(
-                truth, predictions, average="macro", labels=list(range(num_labels)), zero_division=0
-            )
-        ),
-        "examples": len(examples),
-    }
+    return {**classification_scores(truth, predictions, num_labels), "examples": len(examples)}
 
 
 def predict(

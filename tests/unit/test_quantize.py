@@ -12,7 +12,8 @@ import pytest
 
 from tests.unit.tiny_model import LABELS, MAX_LENGTH, TEXTS, shared_version
 from trainer import quantize
-from trainer.onnx_runner import OnnxClassifier, classification_scores
+from trainer.metrics import classification_scores
+from trainer.onnx_runner import OnnxClassifier
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from tests.unit.tiny_model import CREATED_AT, LABELS, MODEL, TEXTS, shared_version
 from trainer import cli
-from trainer.onnx_runner import OnnxClassifier, classification_scores
+from trainer.metrics import classification_scores
+from trainer.onnx_runner import OnnxClassifier
 
 runner = CliRunner()
 
