@@ -77,6 +77,12 @@ def train(
     new_model: Annotated[
         bool, typer.Option(help="Allow a label set that differs from existing versions.")
     ] = False,
+    validation_data: Annotated[
+        Path | None, typer.Option(help="Validate on this file instead of a held-out split.")
+    ] = None,
+    max_minutes: Annotated[
+        float | None, typer.Option(help="Time budget of the training loop.")
+    ] = None,
 ) -> None:
     """Fine-tune on DATA, evaluate, export to ONNX and write the next model version."""
     from trainer.data import Columns, DataError
@@ -110,6 +116,8 @@ def train(
             patience=patience,
             columns=Columns(text=text_col, label=label_col, title=title_col),
             new_model=new_model,
+            validation_data=validation_data,
+            max_minutes=max_minutes,
             precision=quantize or precision or "fp32",
             device=device,
             keep=keep,

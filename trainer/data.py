@@ -23,6 +23,7 @@ from worker.schemas import model_text
 
 log = structlog.get_logger(__name__)
 
+
 class DataError(ValueError):
     """The data file cannot be used for training; the message says what to fix."""
 
@@ -202,3 +203,16 @@ def load_split(
     if not split.validation:
         raise DataError(f"{path}: too few rows per label to hold out a validation split")
     return split
+
+
+def separate_validation(
+    path: Path, validation_path: Path, labels: Sequence[str], columns: Columns | None = None
+) -> Split:
+    """Train on one file, validate on another; texts found in both are dropped from training."""
+    validation = read_examples(validation_path, labels, columns)
+    held_out = {example.text for example in validation}
+    train = [
+        example for example in read_examples(path, labels, columns) if example.text not in held_out
+    ]
+    log.info("data.separate_validation", train=len(train), validation=len(validation))
+    return Split(train=train, validation=validation)

@@ -6,7 +6,8 @@ so it must never be reordered for an existing task (add a new task instead).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,8 @@ class Task:
     name: str
     labels: tuple[str, ...]
     default_model_name: str
+    training: dict[str, Any] = field(default_factory=dict)
+    """Recipe defaults for `TrainOptions`; options given explicitly win."""
 
 
 TASKS: dict[str, Task] = {

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from trainer.baseline import tfidf_baseline
 from trainer.checkpoint import Checkpoint, LoopState, run_id
-from trainer.data import Columns, Example, load_split
+from trainer.data import Columns, Example, load_split, separate_validation
 from trainer.export import (
     INPUT_NAMES,
     OPSET,
@@ -91,6 +91,8 @@ class TrainOptions:
     """Stop after this many validations without a macro-F1 gain; None never stops early."""
     head: str = "mean"
     """Classifier head: "mean" (linear on mean-pooled tokens) or "cls" (BERT pooler)."""
+    max_minutes: float | None = None
+    """Time budget for the loop: validate once more and stop when it is spent."""
 
     @classmethod
     def from_kwargs(cls, **options: Any) -> TrainOptions:
@@ -115,6 +117,7 @@ class TrainStats:
     best_macro_f1: float | None = None
     stopped_early: bool = False
     resumed_from_step: int = 0
+    stopped_by_budget: bool = False
     evaluations: list[dict[str, float]] = dataclasses.field(default_factory=list)
 
 
@@ -215,7 +218,10 @@ def fine_tune(
     resumed_from = state.step if state else 0
     state = state or LoopState()
     best_weights = checkpoint.best_state_dict() if checkpoint and resumed_from else None
-    stopped_early = False
+    stopped_early = stopped_by_budget = False
+    deadline = started_at = time.monotonic()
+    if options.max_minutes:
+        deadline = started_at + 60 * options.max_minutes
     loss_value = float("nan")
     step_seconds: list[float] = []
     started = time.perf_counter()
@@ -251,7 +257,10 @@ def fine_tune(
                 state.batch_in_epoch = index + 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_value:.4f}", epoch=state.epoch)
-                if validation and (state.step % eval_every == 0 or state.step == total_steps):
+                out_of_time = bool(options.max_minutes) and time.monotonic() > deadline
+                if validation and (
+                    state.step % eval_every == 0 or state.step == total_steps or out_of_time
+                ):
                     gained = _validate(model, tokenizer, validation, num_labels, options, state)
                     if gained:
                         best_weights = copy.deepcopy(model.state_dict())
@@ -260,6 +269,12 @@ def fine_tune(
                     if options.patience and state.evals_without_gain >= options.patience:
                         stopped_early = True
                         break
+                if out_of_time:
+                    stopped_by_budget = stopped_early = True
+                    log.warning(
+                        "train.time_budget_spent", step=state.step, minutes=options.max_minutes
+                    )
+                    break
                 if state.step >= total_steps:
                     break
             else:
@@ -276,6 +291,7 @@ def fine_tune(
         best_step=state.best_step,
         best_macro_f1=state.best_macro_f1 if state.evaluations else None,
         stopped_early=stopped_early,
+        stopped_by_budget=stopped_by_budget,
         resumed_from_step=resumed_from,
         evaluations=state.evaluations,
     )
@@ -357,6 +373,7 @@ def train_and_export(
     *,
     settings: TrainerSettings | None = None,
     columns: Columns | None = None,
+    validation_data: Path | None = None,
     new_model: bool = False,
     precision: Precision = "fp32",
     device: str = "cpu",
@@ -366,15 +383,17 @@ def train_and_export(
     """Train, evaluate, export and write the next version of `model_name`; returns its dir.
 
     `options` are `TrainOptions` fields (max_steps, max_length, batch_size, epochs, ...).
+    `validation_data` replaces the held-out split with a file of its own (e.g. SST-2's dev set);
     `new_model` allows a label set that differs from the model's existing versions;
     `precision` picks the served ONNX variant (int8 for CPU, fp16 for GPU; fp32 is kept beside
     it and both are compared); `device` sets the Triton instance kind; `keep` prunes old versions.
     """
     settings = settings or TrainerSettings()
-    opts = TrainOptions.from_kwargs(**options)
+    spec = get_task(task)
+    given = {key: value for key, value in options.items() if value is not None}
+    opts = TrainOptions.from_kwargs(**{**spec.training, **given})
     opts.seed = settings.seed if opts.seed is None else opts.seed
     opts.torch_threads = opts.torch_threads or settings.torch_threads
-    spec = get_task(task)
     repository = Path(repository or settings.repository)
     model_name = model_name or spec.default_model_name
     run_log = log.bind(task=spec.name, model=model_name)
@@ -384,7 +403,10 @@ def train_and_export(
     set_seed(opts.seed)
     configure_torch(opts.torch_threads)
 
-    split = load_split(Path(data), spec.labels, opts.validation_fraction, opts.seed, columns)
+    if validation_data is None:
+        split = load_split(Path(data), spec.labels, opts.validation_fraction, opts.seed, columns)
+    else:
+        split = separate_validation(Path(data), Path(validation_data), spec.labels, columns)
     train = split.train[: opts.max_train_samples] if opts.max_train_samples else split.train
     validation = (
         split.validation[: opts.max_eval_samples] if opts.max_eval_samples else split.validation
@@ -469,6 +491,7 @@ def train_and_export(
         "final_loss": stats.final_loss,
         "best_step": stats.best_step,
         "stopped_early": stats.stopped_early,
+        "stopped_by_budget": stats.stopped_by_budget,
         "resumed_from_step": stats.resumed_from_step,
         "validation_curve": stats.evaluations,
         "data_fingerprint": fingerprint,

@@ -13,6 +13,7 @@ from trainer.data import (
     Example,
     load_split,
     read_examples,
+    separate_validation,
     stratified_split,
 )
 from trainer.tasks import TASKS, get_task
@@ -156,3 +157,11 @@ def test_jsonl(tmp_path: Path) -> None:
     broken.write_text('{"t": "good", "y": "positive"}\n{oops\n')
     with pytest.raises(DataError, match="b.jsonl:2: invalid JSON"):
         read_examples(broken, LABELS, Columns(text="t", label="y"))
+
+
+def test_separate_validation_file_drops_overlap_from_training(tmp_path: Path) -> None:
+    train = write(tmp_path / "t.tsv", "text\tlabel\na\tpositive\nb\tnegative\nc\tpositive\n")
+    dev = write(tmp_path / "d.tsv", "text\tlabel\nc\tpositive\nd\tnegative\n")
+    split = separate_validation(train, dev, LABELS)
+    assert [e.text for e in split.train] == ["a", "b"]
+    assert [e.text for e in split.validation] == ["c", "d"]

@@ -124,3 +124,16 @@ def test_label_set_guard(tmp_path):
         check_label_set(tmp_path / "news_topic", ["negative", "positive"], allow_change=False)
     check_label_set(tmp_path / "news_topic", ["negative", "positive"], allow_change=True)
     check_label_set(tmp_path / "other", ["negative", "positive"], allow_change=False)
+
+
+def test_time_budget_stops_after_a_last_validation(tokenizer):
+    stats = fine_tune(
+        tiny_model(),
+        tokenizer,
+        examples(),
+        options(max_steps=50, eval_every=100, patience=None, max_minutes=1e-6),
+        examples()[:4],
+        2,
+    )
+    assert stats.stopped_by_budget and stats.steps == 1
+    assert [e["step"] for e in stats.evaluations] == [1]
