@@ -147,3 +147,31 @@ def test_trainer_refuses_unknown_labels(tmp_path):
     assert result.returncode != 0
     assert "Weather" in result.stdout + result.stderr
     assert not (tmp_path / "repo" / "news_topic" / "1").exists()
+
+
+def test_trainer_list_show_and_evaluate_against_live_triton(stack, model_repository, tmp_path):
+    env = {**os.environ, "TRAINER_REPOSITORY": str(model_repository)}
+    listed = cli("trainer", "list", env=env, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "news_topic" in listed.stdout and "review_sentiment" in listed.stdout
+
+    shown = cli("trainer", "show", "news_topic", "1", env=env, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "accuracy" in shown.stdout
+
+    local = cli(
+        "trainer", "evaluate", "--model", "news_topic", "--data", str(SAMPLE_FILES["news"]),
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
+    live = cli(
+        "trainer", "evaluate", "--model", "news_topic", "--data", str(SAMPLE_FILES["news"]),
+        "--triton-url", stack.triton_grpc_url, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert local.returncode == 0, local.stderr
+    assert live.returncode == 0, live.stderr
+    # The artifact scored locally and the live server give the same accuracy.
+    local_accuracy = [line for line in local.stdout.splitlines() if "accuracy" in line]
+    live_accuracy = [line for line in live.stdout.splitlines() if "accuracy" in line]
+    assert local_accuracy and [a.split()[-1] for a in local_accuracy] == [
+        a.split()[-1] for a in live_accuracy
+    ]
