@@ -26,11 +26,29 @@ TASKS: dict[str, Task] = {
         name="news",
         labels=("World", "Sports", "Business", "Sci/Tech"),
         default_model_name="news_topic",
+        # News bodies run to ~90 tokens; 4 epochs of the 10k AG News rows fit the 45-minute
+        # budget on 2 CPU cores. Pilots (250 steps, 64 tokens): lr 1e-4 0.896, 5e-5 0.892.
+        training={
+            "epochs": 4,
+            "max_length": 128,
+            "learning_rate": 1e-4,
+            "patience": 2,
+            "max_minutes": 40,
+        },
     ),
     "reviews": Task(
         name="reviews",
         labels=("negative", "positive"),
         default_model_name="review_sentiment",
+        # SST-2 rows are short phrases; one pass over the 67k rows, validated every 500 steps.
+        training={
+            "epochs": 1,
+            "max_length": 64,
+            "learning_rate": 5e-5,
+            "eval_every": 500,
+            "patience": 3,
+            "max_minutes": 40,
+        },
     ),
 }
 
