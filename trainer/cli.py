@@ -83,6 +83,10 @@ def train(
     max_minutes: Annotated[
         float | None, typer.Option(help="Time budget of the training loop.")
     ] = None,
+    base_model: Annotated[
+        Path | None,
+        typer.Option(help="Local Hugging Face model directory (env TRAINER_BASE_MODEL)."),
+    ] = None,
 ) -> None:
     """Fine-tune on DATA, evaluate, export to ONNX and write the next model version."""
     from trainer.data import Columns, DataError
@@ -102,6 +106,7 @@ def train(
             data,
             repository,
             model,
+            settings=TrainerSettings(**({"base_model": base_model} if base_model else {})),
             max_steps=max_steps,
             max_length=max_length,
             batch_size=batch_size,

@@ -175,3 +175,26 @@ def test_trainer_list_show_and_evaluate_against_live_triton(stack, model_reposit
     assert local_accuracy and [a.split()[-1] for a in local_accuracy] == [
         a.split()[-1] for a in live_accuracy
     ]
+
+
+def test_trainer_fine_tunes_any_local_base_model(tmp_path):
+    import shutil
+
+    from transformers import BertConfig, BertModel
+
+    from trainer.settings import packaged_base_model
+
+    base = tmp_path / "tiny-bert"
+    config = BertConfig(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+    )
+    BertModel(config).save_pretrained(base)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(packaged_base_model() / name, base / name)
+
+    repository = tmp_path / "repo"
+    result = train_cli(repository, tmp_path, "--base-model", str(base))
+    assert result.returncode == 0, result.stderr[-2000:]
+    classifier = orjson.loads((repository / "news_topic" / "1" / "classifier.json").read_bytes())
+    assert classifier["embedding_dim"] == 16
+    assert classifier["base_model"] == str(base)
