@@ -64,6 +64,9 @@ from trainer.tasks import Task, get_task
 
 log = structlog.get_logger(__name__)
 
+# Steps timed before a time budget is turned into a step count.
+FIT_AFTER_STEPS = 20
+
 
 @dataclass
 class TrainOptions:
@@ -167,6 +170,23 @@ def batches(
         )
 
 
+class LinearSchedule:
+    """Linear warmup then linear decay to zero at `total` steps.
+
+    A callable object rather than a closure, so the LR scheduler's state_dict saves `total`:
+    a run whose schedule was shortened to fit its time budget resumes with the same schedule.
+    """
+
+    def __init__(self, total: int, warmup_ratio: float) -> None:
+        self.total = total
+        self.warmup = int(warmup_ratio * total)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / (self.warmup + 1)
+        return max(0.0, (self.total - step) / max(1, self.total - self.warmup))
+
+
 def make_optimizer(
     model: nn.Module, options: TrainOptions, total_steps: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
@@ -183,14 +203,14 @@ def make_optimizer(
         ],
         lr=options.learning_rate,
     )
-    warmup = int(options.warmup_ratio * total_steps)
+    schedule = LinearSchedule(total_steps, options.warmup_ratio)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+def fit_to_budget(step: int, total_steps: int, seconds_left: float, seconds_per_step: float) -> int:
+    """The step count the remaining time affords (10% kept for validation and export)."""
+    affordable = step + int(0.9 * max(0.0, seconds_left) / max(seconds_per_step, 1e-9))
+    return max(step + 1, min(total_steps, affordable))
 
 
 def fine_tune(
@@ -255,6 +275,11 @@ def fine_tune(
                 loss_value = float(out.loss.detach())
                 state.step += 1
                 state.batch_in_epoch = index + 1
+                if options.max_minutes and len(step_seconds) == FIT_AFTER_STEPS:
+                    total_steps = _shorten(
+                        scheduler, state.step, total_steps, deadline, step_seconds
+                    )
+                    bar.total = total_steps
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_value:.4f}", epoch=state.epoch)
                 out_of_time = bool(options.max_minutes) and time.monotonic() > deadline
@@ -295,6 +320,29 @@ def fine_tune(
         resumed_from_step=resumed_from,
         evaluations=state.evaluations,
     )
+
+
+def _shorten(
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    step: int,
+    total_steps: int,
+    deadline: float,
+    step_seconds: list[float],
+) -> int:
+    """Fit the LR schedule to the time budget, so a slow machine still ends its decay."""
+    fitted = fit_to_budget(
+        step, total_steps, deadline - time.monotonic(), statistics.median(step_seconds)
+    )
+    if fitted < total_steps:
+        for schedule in scheduler.lr_lambdas:
+            schedule.total = fitted
+        log.warning(
+            "train.schedule_fitted_to_budget",
+            planned_steps=total_steps,
+            steps=fitted,
+            seconds_per_step=round(statistics.median(step_seconds), 3),
+        )
+    return fitted
 
 
 def _validate(

@@ -12,7 +12,13 @@ from trainer.data import Example
 from trainer.export import base_tokenizer_json, serving_tokenizer
 from trainer.repository import RepositoryError
 from trainer.settings import packaged_base_model
-from trainer.train import TrainOptions, check_label_set, fine_tune
+from trainer.train import (
+    LinearSchedule,
+    TrainOptions,
+    check_label_set,
+    fine_tune,
+    fit_to_budget,
+)
 
 TEXTS = [("great fun", 1), ("awful bore", 0), ("loved it", 1), ("hated it", 0)] * 6
 
@@ -137,3 +143,13 @@ def test_time_budget_stops_after_a_last_validation(tokenizer):
     )
     assert stats.stopped_by_budget and stats.steps == 1
     assert [e["step"] for e in stats.evaluations] == [1]
+
+
+def test_fit_to_budget_and_linear_schedule():
+    assert fit_to_budget(step=20, total_steps=1000, seconds_left=100, seconds_per_step=1.0) == 110
+    assert fit_to_budget(step=20, total_steps=50, seconds_left=100, seconds_per_step=1.0) == 50
+    assert fit_to_budget(step=20, total_steps=1000, seconds_left=-5, seconds_per_step=1.0) == 21
+    schedule = LinearSchedule(total=100, warmup_ratio=0.1)
+    assert schedule(0) == pytest.approx(1 / 11) and schedule(10) == pytest.approx(1.0)
+    schedule.total = 50
+    assert schedule(50) == 0.0 and schedule(30) == pytest.approx(0.5)
