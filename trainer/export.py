@@ -19,6 +19,7 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
+from trainer.onnx_runner import make_tokenizer
 from trainer.settings import force_offline_hub
 
 log = structlog.get_logger(__name__)
@@ -84,10 +85,7 @@ def serving_tokenizer(
 
     Training uses it too, so training and serving tokenization are identical by construction.
     """
-    tokenizer = Tokenizer.from_str(tokenizer_json)
-    tokenizer.enable_truncation(max_length=max_length)
-    tokenizer.enable_padding(pad_id=tokenizer.token_to_id(pad_token) or 0, pad_token=pad_token)
-    return tokenizer
+    return make_tokenizer(tokenizer_json, max_length, pad_token)
 
 
 def _export(wrapper: nn.Module, example: tuple[torch.Tensor, torch.Tensor], path: Path) -> str:

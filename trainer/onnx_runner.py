@@ -9,7 +9,6 @@ must start fast in `trainer evaluate` and stay usable where only the model extra
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
+
+from trainer.settings import available_cores
 
 SERVED_ONNX = "model.onnx"
 ONNX_PROBS = "probs"
@@ -28,10 +29,7 @@ CPU_PROVIDERS: tuple[str, ...] = ("CPUExecutionProvider",)
 
 def usable_cores() -> int:
     """Cores this process may use (affinity aware), the same default model.py applies."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
+    return available_cores()
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:
