@@ -16,9 +16,10 @@ import uuid
 
 import pytest
 import pytest_asyncio
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from worker.client import produce as produce_messages
+from worker.client import read_topics
 from worker.settings import WorkerSettings
 from worker.stack import LocalStack, StackError
 from worker.stack.state import pid_alive, port_open
@@ -79,32 +80,12 @@ async def stack(settings):
 
 
 async def produce(bootstrap: str, topic: str, value: bytes) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        await producer.send_and_wait(topic, value, key=value)
-    finally:
-        await producer.stop()
+    await produce_messages(bootstrap, topic, [(value, value)])
 
 
 async def consume_until(bootstrap: str, topic: str, value: bytes, timeout: float = 30) -> bool:
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=500)
-            if any(r.value == value for records in batches.values() for r in records):
-                return True
-        return False
-    finally:
-        await consumer.stop()
+    records = await read_topics(bootstrap, [topic], timeout_s=timeout)
+    return any(record.value == value for record in records)
 
 
 def http_ready(base_url: str) -> bool:
