@@ -3,21 +3,36 @@
 Message flow: source topic -> `take_events` micro-batch -> `Pipeline.process` (validate, infer,
 label) -> publish every record and wait for the broker's ack -> Faust acks the events, so no
 offset is committed before its labelled or dead-letter record is on Kafka.
+
+Drift flow: with each batch, the classify agent also publishes its drift samples (one per
+served version) to the internal `<app id>-drift-samples` topic, keyed by model. The drift agent
+merges them into that model's window in the `drift-windows` table (recovered from its changelog
+after a restart or rebalance) and publishes a report to the drift topic when a window closes.
+One partition owner per model means one report per model and window, however many workers run.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import faust
+import orjson
 import structlog
 from faust.types import EventT
 
+from worker.drift import Thresholds
+from worker.drift_flow import DriftMonitor, batch_samples
 from worker.inference import Classifier, TritonClassifier, backoff_delays
 from worker.messages import OutRecord, RawMessage
-from worker.pipeline import Pipeline
+from worker.pipeline import BatchResult, Pipeline
+from worker.references import ReferenceStore
 from worker.settings import Route, WorkerSettings
+from worker.window import Sample, WindowPolicy
+
+# What else a classified batch publishes besides its records (the drift samples), if anything.
+Extras = Callable[[BatchResult], list[OutRecord]]
 
 log = structlog.get_logger(__name__)
 
@@ -46,7 +61,12 @@ async def publish(records: Sequence[OutRecord], topics: dict[str, faust.TopicT])
     await asyncio.gather(*pending)
 
 
-def make_agent(pipeline: Pipeline, topics: dict[str, faust.TopicT], settings: WorkerSettings):
+def make_agent(
+    pipeline: Pipeline,
+    topics: dict[str, faust.TopicT],
+    settings: WorkerSettings,
+    extras: Extras | None = None,
+):
     """The agent body for one route; a failed batch is retried whole, never skipped."""
 
     async def classify(stream: faust.StreamT) -> None:
@@ -56,7 +76,8 @@ def make_agent(pipeline: Pipeline, topics: dict[str, faust.TopicT], settings: Wo
             for delay in delays:
                 try:
                     result = await pipeline.process(raws)
-                    await publish(result.records, topics)
+                    extra = extras(result) if extras else []
+                    await publish([*result.records, *extra], topics)
                     break
                 except asyncio.CancelledError:
                     raise
@@ -101,10 +122,12 @@ def create_app(settings: WorkerSettings, classifier: Classifier | None = None) -
         timeout_s=settings.triton_timeout_s,
         retry_initial_s=settings.triton_retry_initial_s,
         retry_max_s=settings.triton_retry_max_s,
+        with_embeddings=settings.drift_enabled,
     )
     deadletter = _raw_topic(app, settings.deadletter_topic)
+    samples = _add_drift(app, settings) if settings.drift_enabled else None
     for route in settings.routes:
-        _add_route(app, route, classifier, deadletter, settings)
+        _add_route(app, route, classifier, deadletter, settings, samples)
     return app
 
 
@@ -114,8 +137,106 @@ def _add_route(
     classifier: Classifier,
     deadletter: faust.TopicT,
     settings: WorkerSettings,
+    samples: faust.TopicT | None,
 ) -> None:
     topics = {route.sink: _raw_topic(app, route.sink), settings.deadletter_topic: deadletter}
     pipeline = Pipeline(route, classifier, settings)
-    agent = make_agent(pipeline, topics, settings)
+    extras = None
+    if samples is not None:
+        topics[settings.drift_samples_topic] = samples
+        references = ReferenceStore(settings.model_repository)
+
+        def extras(result: BatchResult) -> list[OutRecord]:
+            found = batch_samples(result, route.model, references, time.time())
+            return [_sample_record(settings.drift_samples_topic, sample) for sample in found]
+
+    agent = make_agent(pipeline, topics, settings, extras)
     app.agent(_raw_topic(app, route.source), name=f"classify-{route.source}")(agent)
+
+
+def _sample_record(topic: str, sample: Sample) -> OutRecord:
+    return OutRecord(topic, sample.model.encode("utf-8"), orjson.dumps(sample.to_dict()))
+
+
+def _add_drift(app: faust.App, settings: WorkerSettings) -> faust.TopicT:
+    """The drift agent, its window table and the clock that closes idle windows."""
+    samples = app.topic(
+        settings.drift_samples_topic,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.topic_partitions,
+    )
+    reports = {settings.drift_topic: _raw_topic(app, settings.drift_topic)}
+    table = app.Table(
+        "drift-windows",
+        partitions=settings.topic_partitions,
+        schema=faust.Schema(key_serializer="json", value_serializer="json"),
+        help="Open drift window per model.",
+    )
+    monitor = DriftMonitor(
+        ReferenceStore(settings.model_repository),
+        WindowPolicy(
+            max_seconds=settings.drift_window_s,
+            max_messages=settings.drift_window_messages,
+            sample_size=settings.drift_embedding_sample,
+        ),
+        Thresholds(
+            psi_warn=settings.drift_psi_warn,
+            psi_drift=settings.drift_psi_drift,
+            ks_warn=settings.drift_ks_warn,
+            ks_drift=settings.drift_ks_drift,
+            mmd_warn=settings.drift_mmd_warn,
+            mmd_drift=settings.drift_mmd_drift,
+            deadletter_warn=settings.drift_deadletter_warn,
+            deadletter_drift=settings.drift_deadletter_drift,
+            alpha=settings.drift_alpha,
+        ),
+        confidence_threshold=settings.drift_confidence_threshold,
+        permutations=settings.drift_permutations,
+    )
+
+    async def drift_windows(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            sample = Sample.from_dict(orjson.loads(event.value))
+            message = event.message
+            state, closed = monitor.apply(
+                table.get(sample.model),
+                sample,
+                partition=message.partition,
+                offset=message.offset,
+                now=time.time(),
+            )
+            if closed:
+                await publish(
+                    [
+                        OutRecord(settings.drift_topic, sample.model.encode(), orjson.dumps(r))
+                        for r in closed
+                    ],
+                    reports,
+                )
+                for report in closed:
+                    log.info(
+                        "drift_report",
+                        model=sample.model,
+                        version=report["model"]["version"],
+                        window=report["window"]["id"],
+                        messages=report["messages"],
+                        label_psi=(report.get("labels") or {}).get("psi"),
+                        mmd2=(report.get("embedding") or {}).get("mmd2"),
+                        status=report["status"],
+                        reasons=report["reasons"],
+                    )
+            table[sample.model] = state
+
+    app.agent(samples, name="drift-windows")(drift_windows)
+    models = sorted({route.model for route in settings.routes})
+
+    async def tick() -> None:
+        for model in models:
+            sample = Sample.tick(model, time.time())
+            await samples.send(key=model.encode(), value=orjson.dumps(sample.to_dict()))
+
+    app.timer(interval=settings.drift_tick_s, name="drift-tick")(tick)
+    return samples

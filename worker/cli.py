@@ -17,6 +17,8 @@ from worker.stack.cli import app as stack_app
 
 app = typer.Typer(help="labelstream worker: Kafka -> Triton -> Kafka text classification.")
 app.add_typer(stack_app, name="stack", help="Embedded local Kafka + Triton for demos and tests.")
+drift_app = typer.Typer(help="Drift reports per model and window.")
+app.add_typer(drift_app, name="drift")
 console = Console(stderr=True)
 
 
@@ -27,9 +29,13 @@ def run() -> None:
 
     from worker.app import create_app
     from worker.logging import configure_logging, logging_config
+    from worker.topics import ensure_topics
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
+    # Faust never creates source topics, and the drift table needs its samples topic
+    # partitioned like its changelog: create whatever is missing before joining the group.
+    asyncio.run(ensure_topics(settings))
     faust_app = create_app(settings)
     faust.Worker(
         faust_app,
@@ -104,3 +110,28 @@ def schemas(out: Annotated[Path | None, typer.Option(help="Write to this file")]
         out.write_text(text + "\n")
     else:
         print(text)
+
+
+@drift_app.command("tail")
+def drift_tail(
+    limit: Annotated[int, typer.Option(help="Latest reports to show")] = 20,
+    model: Annotated[str | None, typer.Option(help="Only this model")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the reports as JSON")] = False,
+) -> None:
+    """Print the latest drift reports from the drift topic, status coloured."""
+    from worker.client import read_topics
+    from worker.drift_view import drift_table
+
+    settings = get_settings()
+    records = asyncio.run(read_topics(settings.kafka_bootstrap_servers, [settings.drift_topic]))
+    reports = [orjson.loads(r.value) for r in records if r.value]
+    if model:
+        reports = [r for r in reports if r["model"]["name"] == model]
+    reports.sort(key=lambda r: r["window"]["end"] or "")
+    reports = reports[-limit:]
+    if as_json:
+        for report in reports:
+            print(orjson.dumps(report).decode())
+        return
+    title = f"{len(reports)} drift reports on {settings.drift_topic}"
+    Console(width=max(Console().width, 160)).print(drift_table(reports, title))

@@ -26,6 +26,8 @@ class Classification:
     version: str
     labels: list[str]
     probs: np.ndarray
+    embeddings: np.ndarray | None = None
+    """Pooled embeddings [texts, dim], when the classifier was asked for them (drift)."""
 
 
 class InferenceRejected(Exception):
@@ -54,8 +56,10 @@ class TritonClassifier:
         timeout_s: float = 30.0,
         retry_initial_s: float = 0.2,
         retry_max_s: float = 5.0,
+        with_embeddings: bool = False,
     ) -> None:
         self._url = url
+        self._outputs = ("PROBS", "LABELS", "EMBEDDING") if with_embeddings else ("PROBS", "LABELS")
         self._timeout_s = timeout_s
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
@@ -76,14 +80,15 @@ class TritonClassifier:
         data = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)
         text_input = grpcclient.InferInput("TEXT", list(data.shape), "BYTES")
         text_input.set_data_from_numpy(data)
-        outputs = [grpcclient.InferRequestedOutput(name) for name in ("PROBS", "LABELS")]
+        outputs = [grpcclient.InferRequestedOutput(name) for name in self._outputs]
         result = await self.client.infer(
             model, [text_input], outputs=outputs, client_timeout=self._timeout_s
         )
         probs = result.as_numpy("PROBS")
         labels = [b.decode("utf-8") for b in result.as_numpy("LABELS")[0]]
         version = result.get_response().model_version
-        return Classification(model=model, version=version, labels=labels, probs=probs)
+        embeddings = result.as_numpy("EMBEDDING") if "EMBEDDING" in self._outputs else None
+        return Classification(model, version, labels, probs, embeddings)
 
     async def classify(self, model: str, texts: list[str]) -> Classification:
         """Retry transient failures (server down, timeouts, model not loaded) until they pass."""

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 
+import numpy as np
+
 from worker.batching import chunks, halves, prepare_batch
 from worker.inference import Classifier, InferenceRejected
 from worker.labelling import dead_letter_record, labelled_record
@@ -23,6 +25,17 @@ Item = tuple[int, RawMessage, InputMessage]
 
 
 @dataclass(slots=True)
+class Observed:
+    """What the drift monitor needs from the messages one served version labelled."""
+
+    labels: list[str]
+    predicted: list[int] = field(default_factory=list)
+    confidence: list[float] = field(default_factory=list)
+    length: list[int] = field(default_factory=list)
+    embeddings: list[np.ndarray] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class BatchResult:
     """Records to publish, in input order, and what one batch log line reports."""
 
@@ -31,6 +44,10 @@ class BatchResult:
     rejected: int = 0
     versions: set[str] = field(default_factory=set)
     inference_ms: float = 0.0
+    observed: dict[str, Observed] = field(default_factory=dict)
+    """Per served version; several only while a new version is being swapped in."""
+    first_ts: float | None = None
+    last_ts: float | None = None
 
 
 class Pipeline:
@@ -49,6 +66,9 @@ class Pipeline:
         prepared = prepare_batch(raws, self._validate)
         slots: list[OutRecord | None] = [None] * prepared.size
         result = BatchResult(records=[])
+        if raws:
+            result.first_ts = min(raw.timestamp for raw in raws)
+            result.last_ts = max(raw.timestamp for raw in raws)
         for index, raw, rejection in prepared.rejected:
             slots[index] = self._dead_letter(raw, rejection)
         started = time.perf_counter()
@@ -78,6 +98,13 @@ class Pipeline:
             return
         now = datetime.now(UTC)
         result.versions.add(answer.version)
+        observed = result.observed.setdefault(answer.version, Observed(labels=answer.labels))
+        predicted = np.argmax(answer.probs, axis=1)
+        observed.predicted.extend(predicted.tolist())
+        observed.confidence.extend(answer.probs[np.arange(len(items)), predicted].tolist())
+        observed.length.extend(len(text) for text in texts)
+        if answer.embeddings is not None:
+            observed.embeddings.append(answer.embeddings)
         for (index, raw, message), probs in zip(items, answer.probs, strict=True):
             slots[index] = labelled_record(
                 raw,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -71,6 +71,41 @@ class WorkerSettings(BaseSettings):
         5.0, gt=0, description="Backoff cap; retries go on until Triton answers."
     )
 
+    # Drift monitoring
+    drift_enabled: bool = Field(True, description="Publish drift reports per model and window.")
+    drift_topic: str = Field(
+        "labelstream.drift", description="Where drift reports go (key = model)."
+    )
+    drift_window_s: float = Field(
+        60.0, gt=0, description="A window closes after this many seconds…"
+    )
+    drift_window_messages: int = Field(1000, ge=1, description="…or after this many messages.")
+    drift_tick_s: float = Field(
+        5.0, gt=0, description="How often idle windows are checked for their time limit."
+    )
+    drift_embedding_sample: int = Field(
+        256, ge=2, description="Projected embeddings kept per window (reservoir sample) for MMD."
+    )
+    drift_permutations: int = Field(
+        1000, ge=10, description="Permutations of the MMD test (its smallest p is 1/(n+1))."
+    )
+    drift_confidence_threshold: float = Field(
+        0.5, gt=0, lt=1, description="Reports the share of messages labelled below this."
+    )
+    drift_alpha: float = Field(
+        0.001, gt=0, lt=1, description="A shift counts only when its test's p-value is below this."
+    )
+    drift_psi_warn: float = Field(0.1, ge=0, description="Label/length PSI that warns.")
+    drift_psi_drift: float = Field(0.25, ge=0, description="Label/length PSI that means drift.")
+    drift_ks_warn: float = Field(0.1, ge=0, description="Confidence KS distance that warns.")
+    drift_ks_drift: float = Field(0.2, ge=0, description="Confidence KS distance that means drift.")
+    drift_mmd_warn: float = Field(0.02, ge=0, description="Embedding MMD² that warns.")
+    drift_mmd_drift: float = Field(0.05, ge=0, description="Embedding MMD² that means drift.")
+    drift_deadletter_warn: float = Field(0.05, ge=0, description="Dead-letter rate that warns.")
+    drift_deadletter_drift: float = Field(
+        0.25, ge=0, description="Dead-letter rate that means drift."
+    )
+
     # Logging
     log_level: str = Field("INFO", description="Log level.")
     log_format: str = Field(
@@ -84,7 +119,9 @@ class WorkerSettings(BaseSettings):
         Path(".labelstream"), description="Local stack state: ports, pids, logs, Kafka data."
     )
     model_repository: Path = Field(
-        Path("triton_models"), description="Triton model repository served by the local stack."
+        Path("triton_models"),
+        description="Triton model repository: served by the local stack; the worker reads each "
+        "version's reference.json from it for drift.",
     )
     kafka_version: str = Field(
         "4.1.1", description="Apache Kafka version the local stack resolves with mvn."
@@ -95,9 +132,24 @@ class WorkerSettings(BaseSettings):
         description="Where the broker jars are cached, outside the clone.",
     )
 
+    @model_validator(mode="after")
+    def _permutations_can_reach_alpha(self) -> WorkerSettings:
+        smallest_p = 1.0 / (self.drift_permutations + 1)
+        if smallest_p >= self.drift_alpha:
+            raise ValueError(
+                f"DRIFT_PERMUTATIONS={self.drift_permutations} cannot give a p-value below "
+                f"DRIFT_ALPHA={self.drift_alpha}: use at least {int(1 / self.drift_alpha)}"
+            )
+        return self
+
     @property
     def max_wait_s(self) -> float:
         return self.max_wait_ms / 1000.0
+
+    @property
+    def drift_samples_topic(self) -> str:
+        """Internal topic from classify agents to the drift agent (key = model name)."""
+        return f"{self.app_id}-drift-samples"
 
 
 @lru_cache

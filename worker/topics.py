@@ -20,9 +20,16 @@ log = structlog.get_logger(__name__)
 
 
 def topic_names(settings: WorkerSettings, extra: Iterable[str] = ()) -> list[str]:
-    """Every route's source and sink, the dead-letter topic and `extra`, without repeats."""
+    """Every route's source and sink, the dead-letter and drift topics and `extra`, no repeats.
+
+    The drift-samples topic must have `topic_partitions` partitions: the drift table's
+    changelog is partitioned like it.
+    """
     names = [t for route in settings.routes for t in (route.source, route.sink)]
-    names += [settings.deadletter_topic, *extra]
+    names.append(settings.deadletter_topic)
+    if settings.drift_enabled:
+        names += [settings.drift_topic, settings.drift_samples_topic]
+    names += extra
     return list(dict.fromkeys(names))
 
 

@@ -79,7 +79,5 @@ async def test_rejected_batch_is_bisected_to_the_poison_message():
 
 
 async def test_routes_from_settings_env(monkeypatch):
-    monkeypatch.setenv(
-        "ROUTES", '[{"source": "a.raw", "model": "m", "sink": "a.out"}]'
-    )
+    monkeypatch.setenv("ROUTES", '[{"source": "a.raw", "model": "m", "sink": "a.out"}]')
     assert WorkerSettings(_env_file=None).routes == [Route(source="a.raw", model="m", sink="a.out")]

@@ -1,0 +1,190 @@
+"""The drift report of a closed window: every figure, compared with the version's reference.
+
+A pure function of a `Window`, its version's `Reference` and the thresholds, so each figure
+and the status rules are unit-tested without Kafka. The report is what `labelstream.drift`
+carries (key = model name); `window.id` makes a report replayed after a crash recognisable.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from worker import drift
+from worker.drift import Assessment, Thresholds
+from worker.references import Reference
+from worker.window import CONFIDENCE_EDGES, Window
+
+REPORT_FORMAT = "labelstream.drift/1"
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, tz=UTC).isoformat()
+
+
+def rebin(counts: np.ndarray, edges: np.ndarray, new_edges: np.ndarray) -> np.ndarray:
+    """Move each bin's count into the coarser bin holding its centre."""
+    centres = (np.asarray(edges[:-1]) + np.asarray(edges[1:])) / 2.0
+    bins = np.clip(np.searchsorted(new_edges, centres, side="right") - 1, 0, len(new_edges) - 2)
+    return np.bincount(bins, weights=np.asarray(counts, float), minlength=len(new_edges) - 1)
+
+
+def _round(value: float | None, digits: int = 6) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def _labels(window: Window, ref: Reference | None, limits: Thresholds, verdict: Assessment):
+    counts = np.asarray(window.label_counts, float)
+    section: dict[str, Any] = {
+        "names": window.labels,
+        "counts": window.label_counts,
+        "fractions": [_round(f) for f in counts / counts.sum()],
+    }
+    if ref is None or ref.labels != window.labels:
+        return section
+    psi = drift.psi(ref.label_counts, counts)
+    p_value = drift.chi_square_p(ref.label_counts, counts)
+    section.update(
+        reference_fractions=[_round(f) for f in ref.label_counts / ref.label_counts.sum()],
+        psi=_round(psi),
+        js_distance=_round(drift.js_distance(ref.label_counts, counts)),
+        chi2_p=_round(p_value, 12),
+    )
+    status = drift.grade(psi, limits.psi_warn, limits.psi_drift, p_value, limits.alpha)
+    if status != "ok":
+        verdict.raise_to(status, f"predicted-label PSI {psi:.3f} (chi-square p={p_value:.2g})")
+    return section
+
+
+def _confidence(
+    window: Window,
+    ref: Reference | None,
+    limits: Thresholds,
+    verdict: Assessment,
+    threshold: float,
+):
+    counts = np.asarray(window.confidence_counts, float)
+    edges = np.asarray(CONFIDENCE_EDGES)
+    p10, p50, p90 = drift.histogram_quantiles(counts, edges, (0.1, 0.5, 0.9))
+    below = counts[: int(np.searchsorted(edges, threshold, side="left"))].sum() / counts.sum()
+    section: dict[str, Any] = {
+        "mean": _round(window.confidence_sum / window.labelled),
+        "p10": _round(p10, 3),
+        "p50": _round(p50, 3),
+        "p90": _round(p90, 3),
+        "threshold": threshold,
+        "share_below": _round(below),
+    }
+    if ref is None:
+        return section
+    binned = rebin(counts, edges, ref.confidence_edges)
+    distance, p_value = drift.ks_binned(ref.confidence_counts, binned)
+    section.update(
+        reference_mean=_round(ref.confidence_mean), ks_distance=_round(distance), ks_p=p_value
+    )
+    status = drift.grade(distance, limits.ks_warn, limits.ks_drift, p_value, limits.alpha)
+    if status != "ok":
+        verdict.raise_to(status, f"confidence KS distance {distance:.3f} (p={p_value:.2g})")
+    return section
+
+
+def _length(window: Window, ref: Reference | None, limits: Thresholds, verdict: Assessment):
+    counts = np.asarray(window.length_counts, float)
+    section: dict[str, Any] = {
+        "unit": "characters",
+        "mean": _round(window.length_sum / window.labelled, 2),
+        "edges": window.length_edges,
+        "counts": window.length_counts,
+    }
+    if ref is None or not np.array_equal(ref.length_edges, window.length_edges):
+        return section
+    psi = drift.psi(ref.length_counts, counts)
+    p_value = drift.chi_square_p(ref.length_counts, counts)
+    section.update(reference_mean=_round(ref.length_mean, 2), psi=_round(psi), chi2_p=p_value)
+    status = drift.grade(psi, limits.psi_warn, limits.psi_drift, p_value, limits.alpha)
+    if status != "ok":
+        verdict.raise_to(status, f"text-length PSI {psi:.3f} (chi-square p={p_value:.2g})")
+    return section
+
+
+def _embedding(
+    window: Window,
+    ref: Reference | None,
+    limits: Thresholds,
+    verdict: Assessment,
+    permutations: int,
+):
+    rows = window.embedding_rows()
+    section: dict[str, Any] = {"window_rows": len(rows), "seen": window.embedding_seen}
+    if ref is None or len(rows) < 2 or len(ref.sample) < 2 or ref.bandwidth <= 0:
+        return section
+    if rows.shape[1] != ref.sample.shape[1]:
+        return section
+    mmd2, p_value = drift.rbf_mmd(
+        ref.sample, rows, ref.bandwidth, permutations=permutations, seed=len(rows)
+    )
+    section.update(reference_rows=len(ref.sample), mmd2=_round(mmd2), mmd_p=_round(p_value))
+    status = drift.grade(mmd2, limits.mmd_warn, limits.mmd_drift, p_value, limits.alpha)
+    if status != "ok":
+        verdict.raise_to(status, f"embedding MMD² {mmd2:.4f} (permutation p={p_value:.2g})")
+    return section
+
+
+def build_report(
+    window: Window,
+    reference: Reference | None,
+    thresholds: Thresholds,
+    *,
+    closed_at: float,
+    closed_by: str,
+    confidence_threshold: float = 0.5,
+    permutations: int = 1000,
+) -> dict[str, Any]:
+    """The JSON-ready report of `window` (see the README for every figure)."""
+    verdict = Assessment()
+    rate = window.dead_letters / window.messages if window.messages else 0.0
+    if rate >= thresholds.deadletter_drift:
+        verdict.raise_to("drift", f"dead-letter rate {rate:.1%}")
+    elif rate >= thresholds.deadletter_warn:
+        verdict.raise_to("warn", f"dead-letter rate {rate:.1%}")
+    report: dict[str, Any] = {
+        "format": REPORT_FORMAT,
+        "window": {
+            "id": window.window_id,
+            "start": _iso(window.opened_at),
+            "end": _iso(closed_at),
+            "closed_by": closed_by,
+            "first_message_ts": _iso(window.first_ts),
+            "last_message_ts": _iso(window.last_ts),
+        },
+        "model": {
+            "name": window.model,
+            "version": window.version,
+            "previous_version": window.previous_version,
+            "version_changed": window.previous_version is not None,
+        },
+        "messages": window.messages,
+        "labelled": window.labelled,
+        "dead_letters": window.dead_letters,
+        "dead_letter_rate": _round(rate),
+        "reference": None if reference is None else {"version": reference.version},
+    }
+    if window.previous_version is not None:
+        verdict.reasons.append(
+            f"info: served version changed {window.previous_version} -> {window.version}; "
+            "compared with the new version's reference"
+        )
+    if window.labelled:
+        if reference is None:
+            verdict.raise_to("warn", f"no reference statistics for version {window.version}")
+        report["labels"] = _labels(window, reference, thresholds, verdict)
+        report["confidence"] = _confidence(
+            window, reference, thresholds, verdict, confidence_threshold
+        )
+        report["text_length"] = _length(window, reference, thresholds, verdict)
+        report["embedding"] = _embedding(window, reference, thresholds, verdict, permutations)
+    report["status"] = verdict.status
+    report["reasons"] = verdict.reasons
+    return report

@@ -1,0 +1,289 @@
+"""A drift window: what one model's traffic looked like since the window opened (pure data).
+
+Classify agents send one `Sample` per batch and served version to the drift agent; the drift
+agent merges them into the model's `Window`, which lives in a Faust table (a plain dict per
+model, so its changelog restores it after a restart or rebalance). Everything a report needs is
+kept as mergeable sufficient statistics: label counts, histograms and a bounded reservoir sample
+of projected embeddings, so a window's size in memory does not grow with its message count.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+CONFIDENCE_BINS = 100
+"""The window keeps max-probabilities in 100 bins of 0.01: enough for quantiles and KS."""
+CONFIDENCE_EDGES: tuple[float, ...] = tuple(i / CONFIDENCE_BINS for i in range(CONFIDENCE_BINS + 1))
+LENGTH_EDGES: tuple[int, ...] = (0, 16, 32, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 2048, 4096)
+"""The trainer's text-length edges (`trainer.reference.LENGTH_EDGES`), in characters."""
+
+
+def encode_rows(rows: np.ndarray) -> str:
+    """Float32 rows as base64, so a sample crosses Kafka and the table changelog compactly."""
+    return base64.b64encode(np.ascontiguousarray(rows, dtype="<f4").tobytes()).decode("ascii")
+
+
+def decode_rows(text: str, dims: int) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype="<f4").reshape(-1, dims).astype(np.float64)
+
+
+def bin_counts(values: Sequence[float] | np.ndarray, edges: Sequence[float]) -> np.ndarray:
+    """Counts over fixed edges; values outside them go to the end bins (as in reference.json)."""
+    edges_arr = np.asarray(edges, dtype=np.float64)
+    values_arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    bins = np.clip(np.searchsorted(edges_arr, values_arr, side="right") - 1, 0, edges_arr.size - 2)
+    return np.bincount(bins, minlength=edges_arr.size - 1)
+
+
+@dataclass
+class Sample:
+    """One batch's contribution to its model's window (or a tick that only checks the clock).
+
+    `embedding` is the batch's embeddings projected with the version's reference matrix, as
+    base64 float32 rows of `dims` columns; absent when the version has no reference.
+    """
+
+    kind: str
+    model: str
+    sent_at: float
+    version: str | None = None
+    labels: list[str] = field(default_factory=list)
+    predicted: list[int] = field(default_factory=list)
+    confidence: list[float] = field(default_factory=list)
+    length: list[int] = field(default_factory=list)
+    embedding: str | None = None
+    dims: int = 0
+    dead_letters: int = 0
+    first_ts: float | None = None
+    last_ts: float | None = None
+
+    @property
+    def messages(self) -> int:
+        return len(self.predicted) + self.dead_letters
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Sample:
+        return cls(**data)
+
+    @classmethod
+    def tick(cls, model: str, now: float) -> Sample:
+        return cls(kind="tick", model=model, sent_at=now)
+
+    def split(self, room: int) -> tuple[Sample, Sample | None]:
+        """(the first `room` messages, the rest or None): windows close at an exact count.
+
+        Dead letters count first, then labelled messages in their order in the batch.
+        """
+        if self.messages <= room:
+            return self, None
+        dead = min(self.dead_letters, room)
+        cut = room - dead
+        head = replace(self, dead_letters=dead)
+        tail = replace(self, dead_letters=self.dead_letters - dead)
+        for name in ("predicted", "confidence", "length"):
+            values = getattr(self, name)
+            setattr(head, name, values[:cut])
+            setattr(tail, name, values[cut:])
+        if self.embedding:
+            rows = decode_rows(self.embedding, self.dims)
+            head.embedding = encode_rows(rows[:cut]) if cut else None
+            tail.embedding = encode_rows(rows[cut:])
+        return head, tail
+
+
+@dataclass
+class Window:
+    """Sufficient statistics of one model's traffic over one window, for one served version."""
+
+    model: str
+    window_id: str
+    opened_at: float
+    version: str | None = None
+    previous_version: str | None = None
+    labels: list[str] = field(default_factory=list)
+    label_counts: list[int] = field(default_factory=list)
+    labelled: int = 0
+    dead_letters: int = 0
+    confidence_counts: list[int] = field(default_factory=lambda: [0] * CONFIDENCE_BINS)
+    confidence_sum: float = 0.0
+    length_edges: list[float] = field(default_factory=lambda: list(LENGTH_EDGES))
+    length_counts: list[int] = field(default_factory=lambda: [0] * (len(LENGTH_EDGES) - 1))
+    length_sum: float = 0.0
+    embedding_dims: int = 0
+    embedding_sample: str = ""
+    embedding_seen: int = 0
+    first_ts: float | None = None
+    last_ts: float | None = None
+
+    @classmethod
+    def open(
+        cls, model: str, opened_at: float, sequence: int = 0, previous_version: str | None = None
+    ) -> Window:
+        """A new window, numbered per model: a replay after a crash rebuilds the same id."""
+        return cls(
+            model=model,
+            window_id=f"{model}:{sequence}",
+            opened_at=opened_at,
+            previous_version=previous_version,
+        )
+
+    @property
+    def messages(self) -> int:
+        return self.labelled + self.dead_letters
+
+    def is_due(self, now: float, max_seconds: float, max_messages: int) -> str | None:
+        """Why the window should close now (`messages` or `time`), or None."""
+        if self.messages >= max_messages:
+            return "messages"
+        if self.messages and now - self.opened_at >= max_seconds:
+            return "time"
+        return None
+
+    def add(self, sample: Sample, sample_size: int, seed: int = 0) -> None:
+        """Merge one batch sample; its version must be this window's (or the window's first)."""
+        if sample.kind != "batch":
+            raise ValueError(f"only batch samples are merged, not {sample.kind!r}")
+        self.dead_letters += sample.dead_letters
+        for ts in (sample.first_ts, sample.last_ts):
+            if ts is not None:
+                self.first_ts = ts if self.first_ts is None else min(self.first_ts, ts)
+                self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
+        if not sample.predicted:
+            return
+        if self.version is None:
+            self.version = sample.version
+            self.labels = list(sample.labels)
+            self.label_counts = [0] * len(self.labels)
+        elif sample.version != self.version or sample.labels != self.labels:
+            raise ValueError(
+                f"sample of version {sample.version} merged into a window of {self.version}"
+            )
+        counts = np.bincount(np.asarray(sample.predicted), minlength=len(self.labels))
+        self.label_counts = (np.asarray(self.label_counts) + counts).tolist()
+        self.labelled += len(sample.predicted)
+        self.confidence_counts = (
+            np.asarray(self.confidence_counts) + bin_counts(sample.confidence, CONFIDENCE_EDGES)
+        ).tolist()
+        self.confidence_sum += float(np.sum(sample.confidence))
+        self.length_counts = (
+            np.asarray(self.length_counts) + bin_counts(sample.length, self.length_edges)
+        ).tolist()
+        self.length_sum += float(np.sum(sample.length))
+        if sample.embedding:
+            self._reservoir(decode_rows(sample.embedding, sample.dims), sample_size, seed)
+
+    def _reservoir(self, rows: np.ndarray, size: int, seed: int) -> None:
+        """Reservoir sampling (algorithm R): every row seen so far is kept with equal chance."""
+        if self.embedding_dims and rows.shape[1] != self.embedding_dims:
+            raise ValueError("projected embedding width changed inside a window")
+        self.embedding_dims = rows.shape[1]
+        kept = self.embedding_rows()
+        rng = np.random.default_rng([seed, self.embedding_seen])
+        out = list(kept)
+        for row in rows:
+            self.embedding_seen += 1
+            if len(out) < size:
+                out.append(row)
+            else:
+                slot = int(rng.integers(self.embedding_seen))
+                if slot < size:
+                    out[slot] = row
+        self.embedding_sample = encode_rows(np.asarray(out)) if out else ""
+
+    def embedding_rows(self) -> np.ndarray:
+        if not self.embedding_sample:
+            return np.empty((0, self.embedding_dims))
+        return decode_rows(self.embedding_sample, self.embedding_dims)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Window:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class WindowPolicy:
+    """When a window closes (whichever comes first) and how many embeddings it samples."""
+
+    max_seconds: float = 60.0
+    max_messages: int = 1000
+    sample_size: int = 256
+
+
+@dataclass
+class DriftState:
+    """The table value for one model: its open window and what must survive between windows."""
+
+    model: str
+    window: Window | None = None
+    last_version: str | None = None
+    opened: int = 0
+    """Windows opened so far for this model: the sequence number in window ids."""
+    applied: dict[str, int] = field(default_factory=dict)
+    """Highest sample offset merged per partition: a sample replayed after a crash is skipped."""
+
+    def advance(
+        self, sample: Sample, *, partition: int, offset: int, now: float, policy: WindowPolicy
+    ) -> list[tuple[Window, str]]:
+        """Merge `sample` (or just check the clock on a tick); return the windows it closed.
+
+        A sample of another served version closes the open window first (`version_change`),
+        so every window compares one version with that version's reference.
+        """
+        if self.applied.get(str(partition), -1) >= offset:
+            return []
+        self.applied[str(partition)] = offset
+        closed: list[tuple[Window, str]] = []
+        rest: Sample | None = sample if sample.kind == "batch" and sample.messages else None
+        while rest is not None:
+            changed = bool(rest.predicted) and rest.version != self.last_version
+            if changed and self.window is not None and self.window.labelled:
+                closed.append((self.window, "version_change"))
+                self.window = None
+            if self.window is None:
+                self.opened += 1
+                self.window = Window.open(
+                    self.model,
+                    rest.sent_at,
+                    sequence=self.opened,
+                    previous_version=self.last_version if changed else None,
+                )
+            elif changed:
+                self.window.previous_version = self.last_version
+            head, rest = rest.split(policy.max_messages - self.window.messages)
+            self.window.add(head, policy.sample_size)
+            if head.predicted:
+                self.last_version = head.version
+            if self.window.messages >= policy.max_messages:
+                closed.append((self.window, "messages"))
+                self.window = None
+        if self.window is not None:
+            reason = self.window.is_due(now, policy.max_seconds, policy.max_messages)
+            if reason:
+                closed.append((self.window, reason))
+                self.window = None
+        return closed
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DriftState:
+        window = data.get("window")
+        return cls(
+            model=data["model"],
+            window=None if window is None else Window.from_dict(window),
+            last_version=data.get("last_version"),
+            opened=int(data.get("opened", 0)),
+            applied=dict(data.get("applied", {})),
+        )
