@@ -25,6 +25,7 @@ from rich.table import Table
 from trainer.repository import list_versions
 from trainer.train import train_and_export
 from worker.client import produce, read_topics
+from worker.drift_view import drift_table
 from worker.logging import configure_logging
 from worker.settings import WorkerSettings
 from worker.stack.local import LocalStack
@@ -55,6 +56,8 @@ MALFORMED = [
     b"[1, 2, 3]",
     b'{"id": 6, "text": "numeric id"}',
 ]
+# Drift windows as small as the demo's traffic, so reports appear (the default is 1,000).
+DEMO_DRIFT_WINDOW = 12
 console = Console(width=max(Console().width, 140))
 
 
@@ -95,6 +98,8 @@ def start_worker(settings: WorkerSettings, log_path: Path) -> subprocess.Popen:
         KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
         TRITON_URL=settings.triton_url,
         STATE_DIR=str(settings.state_dir),
+        MODEL_REPOSITORY=str(settings.model_repository),
+        DRIFT_WINDOW_MESSAGES=str(DEMO_DRIFT_WINDOW),
         LOG_FORMAT="json",
     )
     return subprocess.Popen(
@@ -106,7 +111,7 @@ def start_worker(settings: WorkerSettings, log_path: Path) -> subprocess.Popen:
     )
 
 
-async def traffic(settings: WorkerSettings) -> tuple[list, list]:
+async def traffic(settings: WorkerSettings) -> tuple[list, list, list]:
     run = uuid.uuid4().hex[:6]
     news = [(f"news-{run}-{i}", t) for i, t in enumerate(sample_texts("news", 12))]
     reviews = [(f"review-{run}-{i}", t) for i, t in enumerate(sample_texts("reviews", 12))]
@@ -126,11 +131,16 @@ async def traffic(settings: WorkerSettings) -> tuple[list, list]:
     dead = await read_topics(
         bootstrap, [settings.deadletter_topic], expect=len(MALFORMED), timeout_s=60, settle_s=1
     )
+    drift = await read_topics(bootstrap, [settings.drift_topic], expect=2, timeout_s=60, settle_s=1)
     texts = dict(news + reviews)
-    return [(orjson.loads(r.value), texts) for r in labelled], [orjson.loads(r.value) for r in dead]
+    return (
+        [(orjson.loads(r.value), texts) for r in labelled],
+        [orjson.loads(r.value) for r in dead],
+        [orjson.loads(r.value) for r in drift],
+    )
 
 
-def show(labelled: list, dead: list[dict]) -> None:
+def show(labelled: list, dead: list[dict], drift: list[dict]) -> None:
     table = Table(title=f"{len(labelled)} labelled records")
     for column in ("id", "text", "label", "confidence", "model:version", "latency ms"):
         table.add_column(column, no_wrap=True, overflow="ellipsis")
@@ -150,6 +160,8 @@ def show(labelled: list, dead: list[dict]) -> None:
         f"[bold]dead letters: {len(dead)}[/bold] "
         + ", ".join(f"{k}={v}" for k, v in reasons.items())
     )
+    title = f"{len(drift)} drift reports (windows of {DEMO_DRIFT_WINDOW} messages)"
+    console.print(drift_table(drift, title))
 
 
 def main() -> int:
@@ -167,13 +179,13 @@ def main() -> int:
         asyncio.run(stack.up(load_models=[m for m, _, _ in TASKS.values()]))
         worker = start_worker(stack.settings, state_dir / "worker.log")
         started = time.monotonic()
-        labelled, dead = asyncio.run(traffic(stack.settings))
-        show(labelled, dead)
+        labelled, dead, drift = asyncio.run(traffic(stack.settings))
+        show(labelled, dead, drift)
         console.print(
             f"[green]done in {time.monotonic() - started:.1f} s; "
             f"worker log: {state_dir / 'worker.log'}"
         )
-        return 0 if labelled and dead else 1
+        return 0 if labelled and dead and drift else 1
     finally:
         if worker is not None and worker.poll() is None:
             worker.send_signal(signal.SIGTERM)

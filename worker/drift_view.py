@@ -9,7 +9,7 @@ from rich.table import Table
 
 STATUS_STYLE = {"ok": "green", "warn": "yellow", "drift": "bold red"}
 COLUMNS = (
-    "window",
+    "#",
     "end (UTC)",
     "model:version",
     "msgs",
@@ -39,7 +39,7 @@ def report_row(report: dict[str, Any]) -> list[str]:
         version = f"{model['previous_version']}->{version}"
     reasons = [r for r in report.get("reasons", []) if not r.startswith("info:")]
     return [
-        report["window"]["id"],
+        report["window"]["id"].rsplit(":", 1)[-1],
         (report["window"]["end"] or "")[11:19],
         f"{model['name']}:{version}",
         str(report["messages"]),
@@ -57,7 +57,7 @@ def report_row(report: dict[str, Any]) -> list[str]:
 def drift_table(reports: Iterable[dict[str, Any]], title: str) -> Table:
     table = Table(title=title)
     for column in COLUMNS:
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", no_wrap=column != "reasons")
     for report in reports:
         table.add_row(*report_row(report))
     return table

@@ -197,3 +197,28 @@ def test_worker_killed_mid_window_loses_no_counts(drift_model, routes_settings, 
     assert len(found) == 1
     assert found[0]["messages"] == 600, found[0]
     assert found[0]["window"]["closed_by"] == "messages"
+
+
+def test_two_workers_give_one_report_per_window_and_idle_windows_close_by_time(
+    drift_model, routes_settings, start_worker
+):
+    settings = drift_settings(routes_settings, drift_window_s=15.0, drift_tick_s=1.0)
+    route = settings.routes[0]
+    bootstrap = settings.kafka_bootstrap_servers
+    texts = [text for text, _ in drift_model[:650]]
+    start_worker(settings)
+    start_worker(settings)
+
+    async def scenario() -> list[dict]:
+        await produce(bootstrap, route.source, encode(texts, "w"))
+        found = await reports(settings, expect=7, timeout_s=240)
+        await asyncio.sleep(3.0)  # a duplicate report would arrive by now
+        return await reports(settings, expect=len(found), timeout_s=10)
+
+    found = asyncio.run(scenario())
+    ids = [r["window"]["id"] for r in found]
+    assert len(ids) == len(set(ids)), f"windows reported twice: {ids}"
+    assert sum(r["messages"] for r in found) == 650
+    assert all(r["messages"] <= WINDOW for r in found)
+    assert found[-1]["window"]["closed_by"] == "time"
+    assert found[-1]["messages"] == 650 % WINDOW

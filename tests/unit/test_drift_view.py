@@ -25,7 +25,7 @@ REPORT = {
 def test_full_report_row() -> None:
     row = report_row(REPORT)
     assert dict(zip(COLUMNS, row, strict=True)) == {
-        "window": "news:7",
+        "#": "7",
         "end (UTC)": "10:11:12",
         "model:version": "news:2->3",
         "msgs": "1000",
