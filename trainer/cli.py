@@ -154,41 +154,99 @@ def train(
     console.print(f"new version: [bold]{version_dir}[/bold]")
 
 
+def parse_share(text: str) -> float:
+    """`10%` or `0.1` -> 0.1; anything outside (0, 1] is refused."""
+    value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    if not 0 < value <= 1:
+        raise typer.BadParameter(f"canary share must be in (0%, 100%], got {text!r}")
+    return value
+
+
+def _rollout(model: str, repository: Path | None, triton_url: str | None):
+    from trainer.rollout import Rollout
+
+    settings = TrainerSettings()
+    return Rollout(
+        model=model,
+        repository=Path(repository or settings.repository),
+        triton_url=triton_url or settings.triton_url,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        registry_topic=settings.registry_topic,
+        grace_s=settings.rollout_grace_s,
+    )
+
+
+def _run_step(step) -> None:
+    from trainer.publish import PublishError
+
+    try:
+        entry = step()
+    except PublishError as exc:
+        console.print(f"[red]refused:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+    candidate = entry.candidate
+    console.print(
+        f"[green]{entry.event}[/green] {entry.model}: active version {entry.active}"
+        + (f", {candidate.role} version {candidate.version}" if candidate else "")
+        + (
+            f" ({candidate.share:.0%} of traffic)"
+            if candidate and candidate.role == "canary"
+            else ""
+        )
+    )
+
+
+TritonOption = Annotated[
+    str | None, typer.Option(help="Triton gRPC address (env TRAINER_TRITON_URL).")
+]
+
+
 @app.command()
 def publish(
-    model: Annotated[str, typer.Option("--model", help="Model name in the repository.")],
+    model: Annotated[str, typer.Argument(help="Model name in the repository.")],
     version: Annotated[
         int | None, typer.Option(help="Version to serve (default: newest on disk).")
     ] = None,
+    canary: Annotated[
+        str | None, typer.Option(help="Serve beside the active version for this share, e.g. 10%.")
+    ] = None,
+    shadow: Annotated[
+        bool, typer.Option(help="Send every message to it too; publish only the active labels.")
+    ] = False,
     repository: Annotated[
         Path | None, typer.Option(help="Triton model repository (env TRAINER_REPOSITORY).")
     ] = None,
-    triton_url: Annotated[
-        str | None, typer.Option(help="Triton gRPC address (env TRAINER_TRITON_URL).")
-    ] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the load.")] = 120.0,
+    triton_url: TritonOption = None,
 ) -> None:
-    """Load a version into the running Triton and check it answers."""
-    from trainer.publish import PublishError
-    from trainer.publish import publish as publish_version
+    """Load a version into Triton, warm it up and record it in the registry topic."""
+    if canary is not None and shadow:
+        raise typer.BadParameter("--canary and --shadow exclude each other")
+    share = parse_share(canary) if canary is not None else None
+    rollout = _rollout(model, repository, triton_url)
+    _run_step(lambda: rollout.publish(version, canary=share, shadow=shadow))
 
-    settings = TrainerSettings()
-    try:
-        result = publish_version(
-            model,
-            repository or settings.repository,
-            triton_url or settings.triton_url,
-            version=version,
-            timeout_s=timeout,
-        )
-    except PublishError as exc:
-        console.print(f"[red]publish failed:[/red] {exc}")
-        raise typer.Exit(1) from exc
-    console.print(
-        f"[green]serving[/green] {result.model} version {result.version} "
-        f"labels={result.labels} load={result.load_seconds:.2f}s "
-        f"warm-up={result.warmup_seconds:.3f}s"
-    )
+
+@app.command()
+def promote(
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[int, typer.Argument(help="Version to make active.")],
+    repository: Annotated[Path | None, typer.Option(help="Triton model repository.")] = None,
+    triton_url: TritonOption = None,
+) -> None:
+    """Make VERSION the active version; the old one is unloaded once no traffic goes to it."""
+    rollout = _rollout(model, repository, triton_url)
+    _run_step(lambda: rollout.promote(version))
+
+
+@app.command()
+def rollback(
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    repository: Annotated[Path | None, typer.Option(help="Triton model repository.")] = None,
+    triton_url: TritonOption = None,
+) -> None:
+    """Drop the canary/shadow candidate, or go back to the previously active version."""
+    rollout = _rollout(model, repository, triton_url)
+    _run_step(rollout.rollback)
 
 
 RepositoryOption = Annotated[

@@ -10,6 +10,7 @@ before it unloads the old one, so traffic does not stop.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,8 +43,8 @@ class Published:
     warmup_seconds: float
 
 
-def config_override(model_dir: Path, pin_version: int | None = None) -> str:
-    """config.pbtxt of the model as Triton's JSON, optionally pinned to one version."""
+def config_override(model_dir: Path, pin_version: int | Sequence[int] | None = None) -> str:
+    """config.pbtxt of the model as Triton's JSON, optionally pinned to some versions."""
     config_path = model_dir / CONFIG_FILE
     if not config_path.is_file():
         raise PublishError(f"{config_path} not found")
@@ -51,8 +52,9 @@ def config_override(model_dir: Path, pin_version: int | None = None) -> str:
         config_path.read_text(encoding="utf-8"), model_config_pb2.ModelConfig()
     )
     if pin_version is not None:
+        pins = [pin_version] if isinstance(pin_version, int) else sorted(set(pin_version))
         config.version_policy.Clear()
-        config.version_policy.specific.versions.append(pin_version)
+        config.version_policy.specific.versions.extend(pins)
     return json_format.MessageToJson(config, preserving_proto_field_name=True)
 
 
@@ -138,3 +140,62 @@ def _warm_up(client: grpcclient.InferenceServerClient, model: str, version: int)
     if probs is None or probs.shape != (1, len(labels)):
         raise PublishError(f"unexpected warm-up answer from {model!r} v{version}: {probs!r}")
     return labels
+
+
+def serve_versions(
+    model: str,
+    repository: Path,
+    triton_url: str,
+    versions: Sequence[int],
+    timeout_s: float = 120.0,
+) -> dict[int, list[str]]:
+    """Make Triton serve exactly `versions` of `model` (policy `specific`); returns their labels.
+
+    Every version is warmed up with a real inference before this returns. Versions no longer
+    wanted are unloaded by Triton after their in-flight requests finish; because unload returns
+    before teardown is done, the repository index is polled until they are gone. A version
+    that fails to load raises PublishError and leaves what was serving untouched.
+    """
+    model_dir = Path(repository) / model
+    missing = sorted(set(versions) - set(list_versions(model_dir)))
+    if missing:
+        raise PublishError(f"version(s) {missing} not found in {model_dir}")
+    client = grpcclient.InferenceServerClient(triton_url)
+    deadline = time.perf_counter() + timeout_s
+    try:
+        try:
+            client.load_model(
+                model, config=config_override(model_dir, versions), client_timeout=timeout_s
+            )
+        except InferenceServerException as exc:
+            raise PublishError(
+                f"Triton refused {model!r} versions {sorted(versions)}: {exc.message()}"
+            ) from exc
+        labels = {}
+        for version in versions:
+            _wait_ready(client, model, version, deadline=deadline)
+            labels[version] = _warm_up(client, model, version)
+        _wait_unloaded(client, model, keep=set(versions), deadline=deadline)
+    finally:
+        client.close()
+    log.info("publish.serving_versions", model=model, versions=sorted(versions))
+    return labels
+
+
+def _wait_unloaded(
+    client: grpcclient.InferenceServerClient, model: str, keep: set[int], deadline: float
+) -> None:
+    while True:
+        index = client.get_model_repository_index(as_json=True).get("models", [])
+        lingering = [
+            m["version"]
+            for m in index
+            if m.get("name") == model
+            and m.get("state") in ("READY", "UNLOADING")
+            and int(m.get("version", 0) or 0) not in keep
+        ]
+        if not lingering:
+            return
+        if time.perf_counter() > deadline:
+            raise PublishError(f"{model!r} versions {lingering} still loaded after the deadline")
+        time.sleep(0.1)

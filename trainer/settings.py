@@ -46,6 +46,17 @@ class TrainerSettings(BaseSettings):
     base_model: Path = Field(
         default_factory=packaged_base_model, description="Local HF model directory to fine-tune."
     )
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Kafka brokers holding the registry topic."
+    )
+    registry_topic: str = Field(
+        "labelstream.models", description="Compacted model registry that workers follow."
+    )
+    rollout_grace_s: float = Field(
+        5.0,
+        ge=0,
+        description="How long workers get to follow a registry change before a version unloads.",
+    )
     seed: int = Field(42, description="Seed for data split, initialisation and shuffling.")
     checkpoint_dir: Path = Field(
         Path(".labelstream") / "checkpoints",

@@ -16,18 +16,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 import faust
 import orjson
 import structlog
 from faust.types import EventT
 
+from worker import faust_fixes
 from worker.drift import Thresholds
 from worker.drift_flow import DriftMonitor, batch_samples
 from worker.inference import Classifier, TritonClassifier, backoff_delays
 from worker.messages import OutRecord, RawMessage
 from worker.pipeline import BatchResult, Pipeline
 from worker.references import ReferenceStore
+from worker.registry import RegistryReader, auto_rollback
 from worker.settings import Route, WorkerSettings
 from worker.window import Sample, WindowPolicy
 
@@ -70,6 +73,8 @@ def make_agent(
     """The agent body for one route; a failed batch is retried whole, never skipped."""
 
     async def classify(stream: faust.StreamT) -> None:
+        if pipeline.registry is not None:
+            await pipeline.registry.ready()  # know the serving versions before the first batch
         async for events in stream.take_events(settings.max_batch, within=settings.max_wait_s):
             raws = [_to_raw(e) for e in events]
             delays = backoff_delays(settings.triton_retry_initial_s, settings.triton_retry_max_s)
@@ -100,6 +105,7 @@ def make_agent(
 
 def create_app(settings: WorkerSettings, classifier: Classifier | None = None) -> faust.App:
     """Build the Faust app with one agent per configured route."""
+    faust_fixes.apply()
     datadir = settings.state_dir / "faust"
     datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     app = faust.App(
@@ -125,9 +131,10 @@ def create_app(settings: WorkerSettings, classifier: Classifier | None = None) -
         with_embeddings=settings.drift_enabled,
     )
     deadletter = _raw_topic(app, settings.deadletter_topic)
-    samples = _add_drift(app, settings) if settings.drift_enabled else None
+    registry = RegistryReader(settings.kafka_bootstrap_servers, settings.registry_topic)
+    samples = _add_drift(app, settings, registry) if settings.drift_enabled else None
     for route in settings.routes:
-        _add_route(app, route, classifier, deadletter, settings, samples)
+        _add_route(app, route, classifier, deadletter, settings, samples, registry)
     return app
 
 
@@ -138,9 +145,10 @@ def _add_route(
     deadletter: faust.TopicT,
     settings: WorkerSettings,
     samples: faust.TopicT | None,
+    registry: RegistryReader,
 ) -> None:
     topics = {route.sink: _raw_topic(app, route.sink), settings.deadletter_topic: deadletter}
-    pipeline = Pipeline(route, classifier, settings)
+    pipeline = Pipeline(route, classifier, settings, registry)
     extras = None
     if samples is not None:
         topics[settings.drift_samples_topic] = samples
@@ -154,12 +162,39 @@ def _add_route(
     app.agent(_raw_topic(app, route.source), name=f"classify-{route.source}")(agent)
 
 
+async def _guard_rollout(
+    report: dict,
+    registry: RegistryReader,
+    topics: dict[str, faust.TopicT],
+    settings: WorkerSettings,
+) -> None:
+    model = report["model"]["name"]
+    rolled = auto_rollback(
+        registry.get(model),
+        report,
+        max_failure_rate=settings.rollback_max_failure_rate,
+        min_agreement=settings.rollback_min_agreement,
+        by=f"worker:{settings.app_id}",
+        at=datetime.now(UTC).isoformat(),
+    )
+    if rolled is None:
+        return
+    record = OutRecord(settings.registry_topic, model.encode(), rolled.model_dump_json().encode())
+    await publish([record], topics)
+    registry.apply(record.key, record.value)  # route away from it now, not after the echo
+    log.warning("auto_rollback", model=model, active=rolled.active, reason=rolled.note)
+
+
 def _sample_record(topic: str, sample: Sample) -> OutRecord:
     return OutRecord(topic, sample.model.encode("utf-8"), orjson.dumps(sample.to_dict()))
 
 
-def _add_drift(app: faust.App, settings: WorkerSettings) -> faust.TopicT:
-    """The drift agent, its window table and the clock that closes idle windows."""
+def _add_drift(app: faust.App, settings: WorkerSettings, registry: RegistryReader) -> faust.TopicT:
+    """The drift agent, its window table and the clock that closes idle windows.
+
+    The drift agent also guards roll-outs: a closed window whose candidate failed or
+    disagreed past its bound removes the candidate from the registry (`auto_rollback`).
+    """
     samples = app.topic(
         settings.drift_samples_topic,
         key_type=bytes,
@@ -168,7 +203,10 @@ def _add_drift(app: faust.App, settings: WorkerSettings) -> faust.TopicT:
         value_serializer="raw",
         partitions=settings.topic_partitions,
     )
-    reports = {settings.drift_topic: _raw_topic(app, settings.drift_topic)}
+    reports = {
+        settings.drift_topic: _raw_topic(app, settings.drift_topic),
+        settings.registry_topic: _raw_topic(app, settings.registry_topic),
+    }
     table = app.Table(
         "drift-windows",
         partitions=settings.topic_partitions,
@@ -217,6 +255,7 @@ def _add_drift(app: faust.App, settings: WorkerSettings) -> faust.TopicT:
                     reports,
                 )
                 for report in closed:
+                    await _guard_rollout(report, registry, reports, settings)
                     log.info(
                         "drift_report",
                         model=sample.model,

@@ -35,12 +35,22 @@ def batch_samples(
             length=observed.length,
             first_ts=result.first_ts,
             last_ts=result.last_ts,
+            role=observed.role,
+            shadow_version=observed.shadow_version,
+            shadow_agree=observed.shadow_agree,
+            shadow_delta=observed.shadow_delta,
         )
         reference = references.get(model, version)
         if reference is not None and observed.embeddings:
             projected = reference.project(np.concatenate(observed.embeddings))
             sample.embedding, sample.dims = encode_rows(projected), projected.shape[1]
         samples.append(sample)
+    for version, failed in sorted(result.candidate_failures.items()):
+        canary = next((s for s in samples if s.version == version and s.role == "canary"), None)
+        if canary is None:
+            canary = Sample(kind="batch", model=model, sent_at=now, version=version, role="canary")
+            samples.append(canary)
+        canary.candidate_failures = failed
     if result.rejected:
         if not samples:
             samples.append(

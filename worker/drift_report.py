@@ -132,6 +132,27 @@ def _embedding(
     return section
 
 
+def shadow_section(window: Window) -> dict[str, Any]:
+    """How often the shadow version agreed with the published labels, overall and per class."""
+    compared = window.shadow_compared
+    per_class = {
+        label: (None if n == 0 else _round(agreed / n))
+        for label, n, agreed in zip(
+            window.labels, window.shadow_class_compared, window.shadow_class_agreed, strict=False
+        )
+    }
+    return {
+        "version": window.shadow_version,
+        "compared": compared,
+        "failed": window.shadow_failed,
+        "agreement": None if compared == 0 else _round(window.shadow_agreed / compared),
+        "per_class_agreement": per_class,
+        "confidence_delta_mean": None
+        if compared == 0
+        else _round(window.shadow_delta_sum / compared),
+    }
+
+
 def build_report(
     window: Window,
     reference: Reference | None,
@@ -156,6 +177,7 @@ def build_report(
             "start": _iso(window.opened_at),
             "end": _iso(closed_at),
             "closed_by": closed_by,
+            "role": window.role,
             "first_message_ts": _iso(window.first_ts),
             "last_message_ts": _iso(window.last_ts),
         },
@@ -171,6 +193,13 @@ def build_report(
         "dead_letter_rate": _round(rate),
         "reference": None if reference is None else {"version": reference.version},
     }
+    if window.role == "canary":
+        report["candidate_failures"] = window.candidate_failures
+        report["candidate_failure_rate"] = _round(
+            window.candidate_failures / window.messages if window.messages else 0.0
+        )
+    if window.shadow_version is not None:
+        report["shadow"] = shadow_section(window)
     if window.previous_version is not None:
         verdict.reasons.append(
             f"info: served version changed {window.previous_version} -> {window.version}; "

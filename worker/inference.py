@@ -35,7 +35,9 @@ class InferenceRejected(Exception):
 
 
 class Classifier(Protocol):
-    async def classify(self, model: str, texts: list[str]) -> Classification: ...
+    async def classify(
+        self, model: str, texts: list[str], version: str | None = None, *, retry: bool = True
+    ) -> Classification: ...
 
 
 def backoff_delays(initial: float, maximum: float):
@@ -76,13 +78,19 @@ class TritonClassifier:
             await self._client.close()
             self._client = None
 
-    async def _infer_once(self, model: str, texts: list[str]) -> Classification:
+    async def _infer_once(
+        self, model: str, texts: list[str], version: str | None
+    ) -> Classification:
         data = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)
         text_input = grpcclient.InferInput("TEXT", list(data.shape), "BYTES")
         text_input.set_data_from_numpy(data)
         outputs = [grpcclient.InferRequestedOutput(name) for name in self._outputs]
         result = await self.client.infer(
-            model, [text_input], outputs=outputs, client_timeout=self._timeout_s
+            model,
+            [text_input],
+            model_version=version or "",
+            outputs=outputs,
+            client_timeout=self._timeout_s,
         )
         probs = result.as_numpy("PROBS")
         labels = [b.decode("utf-8") for b in result.as_numpy("LABELS")[0]]
@@ -90,19 +98,28 @@ class TritonClassifier:
         embeddings = result.as_numpy("EMBEDDING") if "EMBEDDING" in self._outputs else None
         return Classification(model, version, labels, probs, embeddings)
 
-    async def classify(self, model: str, texts: list[str]) -> Classification:
-        """Retry transient failures (server down, timeouts, model not loaded) until they pass."""
+    async def classify(
+        self, model: str, texts: list[str], version: str | None = None, *, retry: bool = True
+    ) -> Classification:
+        """Retry transient failures (server down, timeouts, model not loaded) until they pass.
+
+        `version` pins the request to one version (canary routing); None lets Triton choose.
+        With `retry=False` (candidates and shadows) a failure raises at once.
+        """
         started = time.monotonic()
         delays = backoff_delays(self._retry_initial_s, self._retry_max_s)
         for attempt, delay in enumerate(delays, start=1):
             try:
-                result = await self._infer_once(model, texts)
+                result = await self._infer_once(model, texts, version)
             except InferenceServerException as exc:
                 if str(exc.status()) in PERMANENT_STATUSES:
                     raise InferenceRejected(exc.message() or str(exc)) from exc
+                if not retry:
+                    raise
                 log.warning(
                     "triton_unavailable",
                     model=model,
+                    version=version,
                     attempt=attempt,
                     retry_in_s=delay,
                     status=str(exc.status()),

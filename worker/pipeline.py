@@ -10,18 +10,31 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
+from typing import Protocol
 
 import numpy as np
+import structlog
 
 from worker.batching import chunks, halves, prepare_batch
-from worker.inference import Classifier, InferenceRejected
+from worker.inference import Classification, Classifier, InferenceRejected
 from worker.labelling import dead_letter_record, labelled_record
 from worker.messages import OutRecord, RawMessage
+from worker.registry import ModelEntry, assign, shadow_version
 from worker.schemas import InputMessage, model_text
 from worker.settings import Route, WorkerSettings
 from worker.validation import Rejection, validate
 
+log = structlog.get_logger(__name__)
+
 Item = tuple[int, RawMessage, InputMessage]
+
+
+class Registry(Protocol):
+    """Where the pipeline learns each model's active version and candidate."""
+
+    def get(self, model: str) -> ModelEntry | None: ...
+
+    async def ready(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -29,10 +42,14 @@ class Observed:
     """What the drift monitor needs from the messages one served version labelled."""
 
     labels: list[str]
+    role: str = "active"
     predicted: list[int] = field(default_factory=list)
     confidence: list[float] = field(default_factory=list)
     length: list[int] = field(default_factory=list)
     embeddings: list[np.ndarray] = field(default_factory=list)
+    shadow_version: str | None = None
+    shadow_agree: list[int] = field(default_factory=list)
+    shadow_delta: list[float] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -48,14 +65,23 @@ class BatchResult:
     """Per served version; several only while a new version is being swapped in."""
     first_ts: float | None = None
     last_ts: float | None = None
+    candidate_failures: dict[str, int] = field(default_factory=dict)
+    """Per canary version: messages it failed on, which the active version labelled instead."""
 
 
 class Pipeline:
     """Processes batches for one route."""
 
-    def __init__(self, route: Route, classifier: Classifier, settings: WorkerSettings) -> None:
+    def __init__(
+        self,
+        route: Route,
+        classifier: Classifier,
+        settings: WorkerSettings,
+        registry: Registry | None = None,
+    ) -> None:
         self.route = route
         self.classifier = classifier
+        self.registry = registry
         self.deadletter_topic = settings.deadletter_topic
         self.max_request = settings.max_batch
         self._validate = partial(
@@ -72,8 +98,14 @@ class Pipeline:
         for index, raw, rejection in prepared.rejected:
             slots[index] = self._dead_letter(raw, rejection)
         started = time.perf_counter()
-        for chunk in chunks(prepared.valid, self.max_request):
-            await self._classify(chunk, slots, result)
+        entry = self.registry.get(self.route.model) if self.registry else None
+        shadow = shadow_version(entry)
+        for version, items in self._by_version(entry, prepared.valid).items():
+            for chunk in chunks(items, self.max_request):
+                if entry is not None and version != entry.active:
+                    await self._canary(chunk, slots, result, entry, version)
+                else:
+                    await self._classify(chunk, slots, result, version, shadow=shadow)
         result.inference_ms = (time.perf_counter() - started) * 1000.0
         result.records = [record for record in slots if record is not None]
         result.rejected = prepared.size - result.labelled
@@ -81,30 +113,83 @@ class Pipeline:
             raise AssertionError("every input must yield exactly one output record")
         return result
 
+    def _by_version(
+        self, entry: ModelEntry | None, items: Sequence[Item]
+    ) -> dict[str | None, list[Item]]:
+        """Items grouped by the version the registry routes them to (canary), in order."""
+        versions = assign(entry, [message.id for _, _, message in items])
+        groups: dict[str | None, list[Item]] = {}
+        for item, version in zip(items, versions, strict=True):
+            groups.setdefault(version, []).append(item)
+        return groups
+
+    async def _canary(
+        self,
+        items: Sequence[Item],
+        slots: list[OutRecord | None],
+        result: BatchResult,
+        entry: ModelEntry,
+        version: str,
+    ) -> None:
+        """Label with the candidate, once; whatever it fails on, the active version labels:
+        a bad candidate costs latency, never a message."""
+        try:
+            await self._classify(items, slots, result, version, role="canary", retry=False)
+        except Exception as exc:  # noqa: BLE001 - any candidate failure falls back
+            remaining = [item for item in items if slots[item[0]] is None]
+            result.candidate_failures[version] = result.candidate_failures.get(version, 0) + len(
+                remaining
+            )
+            log.warning(
+                "canary_failed",
+                model=self.route.model,
+                version=version,
+                messages=len(remaining),
+                error=str(exc),
+            )
+            await self._classify(remaining, slots, result, entry.active)
+
     async def _classify(
-        self, items: Sequence[Item], slots: list[OutRecord | None], result: BatchResult
+        self,
+        items: Sequence[Item],
+        slots: list[OutRecord | None],
+        result: BatchResult,
+        version: str | None = None,
+        *,
+        role: str = "active",
+        retry: bool = True,
+        shadow: str | None = None,
     ) -> None:
         """Classify `items`; when Triton rejects the batch as invalid, bisect to the culprit."""
+        if not items:
+            return
         try:
             texts = [model_text(m.text, m.title) for _, _, m in items]
-            answer = await self.classifier.classify(self.route.model, texts)
+            answer = await self.classifier.classify(self.route.model, texts, version, retry=retry)
         except InferenceRejected as exc:
             if len(items) == 1:
                 index, raw, _ = items[0]
                 slots[index] = self._dead_letter(raw, Rejection("inference_rejected", str(exc)))
                 return
             for half in halves(items):
-                await self._classify(half, slots, result)
+                await self._classify(
+                    half, slots, result, version, role=role, retry=retry, shadow=shadow
+                )
             return
         now = datetime.now(UTC)
         result.versions.add(answer.version)
-        observed = result.observed.setdefault(answer.version, Observed(labels=answer.labels))
+        observed = result.observed.setdefault(
+            answer.version, Observed(labels=answer.labels, role=role)
+        )
         predicted = np.argmax(answer.probs, axis=1)
+        confidence = answer.probs[np.arange(len(items)), predicted]
         observed.predicted.extend(predicted.tolist())
-        observed.confidence.extend(answer.probs[np.arange(len(items)), predicted].tolist())
+        observed.confidence.extend(confidence.tolist())
         observed.length.extend(len(text) for text in texts)
         if answer.embeddings is not None:
             observed.embeddings.append(answer.embeddings)
+        if shadow is not None:
+            await self._compare_shadow(shadow, texts, answer, predicted, confidence, observed)
         for (index, raw, message), probs in zip(items, answer.probs, strict=True):
             slots[index] = labelled_record(
                 raw,
@@ -117,6 +202,32 @@ class Pipeline:
                 now=now,
             )
             result.labelled += 1
+
+    async def _compare_shadow(
+        self,
+        shadow: str,
+        texts: list[str],
+        answer: Classification,
+        predicted: np.ndarray,
+        confidence: np.ndarray,
+        observed: Observed,
+    ) -> None:
+        """Ask the shadow version too (once, no retry) and record where it agrees."""
+        observed.shadow_version = shadow
+        try:
+            other = await self.classifier.classify(self.route.model, texts, shadow, retry=False)
+        except Exception as exc:  # noqa: BLE001 - a failing shadow never affects the output
+            log.warning("shadow_failed", model=self.route.model, version=shadow, error=str(exc))
+            observed.shadow_agree.extend([-1] * len(texts))
+            observed.shadow_delta.extend([0.0] * len(texts))
+            return
+        theirs = np.argmax(other.probs, axis=1)
+        their_confidence = other.probs[np.arange(len(texts)), theirs]
+        for mine, their, ours, their_conf in zip(
+            predicted, theirs, confidence, their_confidence, strict=True
+        ):
+            observed.shadow_agree.append(int(answer.labels[mine] == other.labels[their]))
+            observed.shadow_delta.append(round(float(their_conf - ours), 5))
 
     def _dead_letter(self, raw: RawMessage, rejection: Rejection) -> OutRecord:
         now = datetime.now(UTC)

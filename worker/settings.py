@@ -41,6 +41,22 @@ class WorkerSettings(BaseSettings):
         "labelstream.deadletter",
         description="Where invalid or unclassifiable input goes, with the reason.",
     )
+    registry_topic: str = Field(
+        "labelstream.models",
+        description="Compacted model registry: active version and candidate per model.",
+    )
+    rollback_max_failure_rate: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="A canary failing more of its requests in a window is rolled back.",
+    )
+    rollback_min_agreement: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="A shadow agreeing on fewer labels in a window is rolled back.",
+    )
     topic_partitions: int = Field(
         4, ge=1, description="Partitions of topics created by `worker topics` / the local stack."
     )

@@ -26,7 +26,7 @@ def topic_names(settings: WorkerSettings, extra: Iterable[str] = ()) -> list[str
     changelog is partitioned like it.
     """
     names = [t for route in settings.routes for t in (route.source, route.sink)]
-    names.append(settings.deadletter_topic)
+    names += [settings.deadletter_topic, settings.registry_topic]
     if settings.drift_enabled:
         names += [settings.drift_topic, settings.drift_samples_topic]
     names += extra
@@ -57,6 +57,13 @@ async def _create(
 ) -> None:
     new = [
         NewTopic(name, settings.topic_partitions, settings.topic_replication_factor)
+        if name != settings.registry_topic
+        else NewTopic(
+            name,
+            1,
+            settings.topic_replication_factor,
+            topic_configs={"cleanup.policy": "compact"},
+        )
         for name in names
     ]
     response = await admin.create_topics(new, timeout_ms=int(timeout * 1000))
@@ -93,6 +100,8 @@ async def _wait_for_leaders(
             raise TimeoutError(f"topics without leaders after {timeout:.0f}s: {pending}")
         await asyncio.sleep(0.2)
     for t in described:
+        if t["topic"] == settings.registry_topic:
+            continue  # one compacted partition: a handful of records, read whole by everyone
         if len(t["partitions"]) != settings.topic_partitions:
             log.warning(
                 "existing topic has a different partition count",

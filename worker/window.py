@@ -61,10 +61,19 @@ class Sample:
     dead_letters: int = 0
     first_ts: float | None = None
     last_ts: float | None = None
+    role: str = "active"
+    """`active`, or `canary` for messages the registry routed to the candidate version."""
+    candidate_failures: int = 0
+    """Canary requests that failed; those messages were labelled by the active version."""
+    shadow_version: str | None = None
+    shadow_agree: list[int] = field(default_factory=list)
+    """Per labelled message: 1 the shadow version gave the same label, 0 not, -1 it failed."""
+    shadow_delta: list[float] = field(default_factory=list)
+    """Per labelled message: shadow confidence minus active confidence (0 when it failed)."""
 
     @property
     def messages(self) -> int:
-        return len(self.predicted) + self.dead_letters
+        return len(self.predicted) + self.dead_letters + self.candidate_failures
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,11 +93,16 @@ class Sample:
         """
         if self.messages <= room:
             return self, None
-        dead = min(self.dead_letters, room)
-        cut = room - dead
-        head = replace(self, dead_letters=dead)
-        tail = replace(self, dead_letters=self.dead_letters - dead)
-        for name in ("predicted", "confidence", "length"):
+        failed = min(self.candidate_failures, room)
+        dead = min(self.dead_letters, room - failed)
+        cut = room - dead - failed
+        head = replace(self, dead_letters=dead, candidate_failures=failed)
+        tail = replace(
+            self,
+            dead_letters=self.dead_letters - dead,
+            candidate_failures=self.candidate_failures - failed,
+        )
+        for name in ("predicted", "confidence", "length", "shadow_agree", "shadow_delta"):
             values = getattr(self, name)
             setattr(head, name, values[:cut])
             setattr(tail, name, values[cut:])
@@ -106,6 +120,7 @@ class Window:
     model: str
     window_id: str
     opened_at: float
+    role: str = "active"
     version: str | None = None
     previous_version: str | None = None
     labels: list[str] = field(default_factory=list)
@@ -122,22 +137,36 @@ class Window:
     embedding_seen: int = 0
     first_ts: float | None = None
     last_ts: float | None = None
+    candidate_failures: int = 0
+    shadow_version: str | None = None
+    shadow_compared: int = 0
+    shadow_agreed: int = 0
+    shadow_failed: int = 0
+    shadow_class_compared: list[int] = field(default_factory=list)
+    shadow_class_agreed: list[int] = field(default_factory=list)
+    shadow_delta_sum: float = 0.0
 
     @classmethod
     def open(
-        cls, model: str, opened_at: float, sequence: int = 0, previous_version: str | None = None
+        cls,
+        model: str,
+        opened_at: float,
+        sequence: int = 0,
+        previous_version: str | None = None,
+        role: str = "active",
     ) -> Window:
         """A new window, numbered per model: a replay after a crash rebuilds the same id."""
         return cls(
             model=model,
             window_id=f"{model}:{sequence}",
             opened_at=opened_at,
+            role=role,
             previous_version=previous_version,
         )
 
     @property
     def messages(self) -> int:
-        return self.labelled + self.dead_letters
+        return self.labelled + self.dead_letters + self.candidate_failures
 
     def is_due(self, now: float, max_seconds: float, max_messages: int) -> str | None:
         """Why the window should close now (`messages` or `time`), or None."""
@@ -152,14 +181,16 @@ class Window:
         if sample.kind != "batch":
             raise ValueError(f"only batch samples are merged, not {sample.kind!r}")
         self.dead_letters += sample.dead_letters
+        self.candidate_failures += sample.candidate_failures
         for ts in (sample.first_ts, sample.last_ts):
             if ts is not None:
                 self.first_ts = ts if self.first_ts is None else min(self.first_ts, ts)
                 self.last_ts = ts if self.last_ts is None else max(self.last_ts, ts)
-        if not sample.predicted:
-            return
         if self.version is None:
             self.version = sample.version
+        if not sample.predicted:
+            return
+        if not self.labels and sample.version == self.version:
             self.labels = list(sample.labels)
             self.label_counts = [0] * len(self.labels)
         elif sample.version != self.version or sample.labels != self.labels:
@@ -179,6 +210,30 @@ class Window:
         self.length_sum += float(np.sum(sample.length))
         if sample.embedding:
             self._reservoir(decode_rows(sample.embedding, sample.dims), sample_size, seed)
+        if sample.shadow_version is not None:
+            self._shadow(sample)
+
+    def _shadow(self, sample: Sample) -> None:
+        """Agreement of the shadow version with the labels that were published."""
+        if self.shadow_version not in (None, sample.shadow_version):
+            self.shadow_compared = self.shadow_agreed = self.shadow_failed = 0
+            self.shadow_delta_sum = 0.0
+            self.shadow_class_compared = []
+        self.shadow_version = sample.shadow_version
+        if not self.shadow_class_compared:
+            self.shadow_class_compared = [0] * len(self.labels)
+            self.shadow_class_agreed = [0] * len(self.labels)
+        for label, agree, delta in zip(
+            sample.predicted, sample.shadow_agree, sample.shadow_delta, strict=True
+        ):
+            if agree < 0:
+                self.shadow_failed += 1
+                continue
+            self.shadow_compared += 1
+            self.shadow_agreed += agree
+            self.shadow_class_compared[label] += 1
+            self.shadow_class_agreed[label] += agree
+            self.shadow_delta_sum += delta
 
     def _reservoir(self, rows: np.ndarray, size: int, seed: int) -> None:
         """Reservoir sampling (algorithm R): every row seen so far is kept with equal chance."""
@@ -221,57 +276,73 @@ class WindowPolicy:
 
 
 @dataclass
-class DriftState:
-    """The table value for one model: its open window and what must survive between windows."""
+class RoleWindow:
+    """The open window of one traffic role and the version that role served last."""
 
-    model: str
     window: Window | None = None
     last_version: str | None = None
+
+
+@dataclass
+class DriftState:
+    """The table value for one model: its open windows (one per role: the active version's
+    traffic and a canary's share) and what must survive between windows."""
+
+    model: str
+    roles: dict[str, RoleWindow] = field(default_factory=dict)
     opened: int = 0
     """Windows opened so far for this model: the sequence number in window ids."""
     applied: dict[str, int] = field(default_factory=dict)
     """Highest sample offset merged per partition: a sample replayed after a crash is skipped."""
+
+    @property
+    def window(self) -> Window | None:
+        """The active role's open window."""
+        return self.roles.get("active", RoleWindow()).window
 
     def advance(
         self, sample: Sample, *, partition: int, offset: int, now: float, policy: WindowPolicy
     ) -> list[tuple[Window, str]]:
         """Merge `sample` (or just check the clock on a tick); return the windows it closed.
 
-        A sample of another served version closes the open window first (`version_change`),
-        so every window compares one version with that version's reference.
+        A sample of another version than its role's window closes that window first
+        (`version_change`), so every window compares one version with that version's reference.
         """
         if self.applied.get(str(partition), -1) >= offset:
             return []
         self.applied[str(partition)] = offset
         closed: list[tuple[Window, str]] = []
         rest: Sample | None = sample if sample.kind == "batch" and sample.messages else None
-        while rest is not None:
-            changed = bool(rest.predicted) and rest.version != self.last_version
-            if changed and self.window is not None and self.window.labelled:
-                closed.append((self.window, "version_change"))
-                self.window = None
-            if self.window is None:
+        role = self.roles.setdefault(sample.role, RoleWindow()) if rest else None
+        while rest is not None and role is not None:
+            changed = bool(rest.predicted) and rest.version != role.last_version
+            if changed and role.window is not None and role.window.labelled:
+                closed.append((role.window, "version_change"))
+                role.window = None
+            if role.window is None:
                 self.opened += 1
-                self.window = Window.open(
+                role.window = Window.open(
                     self.model,
                     rest.sent_at,
                     sequence=self.opened,
-                    previous_version=self.last_version if changed else None,
+                    previous_version=role.last_version if changed else None,
+                    role=sample.role,
                 )
             elif changed:
-                self.window.previous_version = self.last_version
-            head, rest = rest.split(policy.max_messages - self.window.messages)
-            self.window.add(head, policy.sample_size)
+                role.window.previous_version = role.last_version
+            head, rest = rest.split(policy.max_messages - role.window.messages)
+            role.window.add(head, policy.sample_size)
             if head.predicted:
-                self.last_version = head.version
-            if self.window.messages >= policy.max_messages:
-                closed.append((self.window, "messages"))
-                self.window = None
-        if self.window is not None:
-            reason = self.window.is_due(now, policy.max_seconds, policy.max_messages)
-            if reason:
-                closed.append((self.window, reason))
-                self.window = None
+                role.last_version = head.version
+            if role.window.messages >= policy.max_messages:
+                closed.append((role.window, "messages"))
+                role.window = None
+        for each in self.roles.values():
+            if each.window is not None:
+                reason = each.window.is_due(now, policy.max_seconds, policy.max_messages)
+                if reason:
+                    closed.append((each.window, reason))
+                    each.window = None
         return closed
 
     def to_dict(self) -> dict[str, Any]:
@@ -279,11 +350,16 @@ class DriftState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DriftState:
-        window = data.get("window")
+        roles = {
+            name: RoleWindow(
+                window=None if value.get("window") is None else Window.from_dict(value["window"]),
+                last_version=value.get("last_version"),
+            )
+            for name, value in data.get("roles", {}).items()
+        }
         return cls(
             model=data["model"],
-            window=None if window is None else Window.from_dict(window),
-            last_version=data.get("last_version"),
+            roles=roles,
             opened=int(data.get("opened", 0)),
             applied=dict(data.get("applied", {})),
         )

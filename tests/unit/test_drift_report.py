@@ -129,3 +129,24 @@ def test_reference_store_tolerates_missing_and_foreign_files(tmp_path) -> None:
     (tmp_path / "news" / "2").mkdir(parents=True)
     (tmp_path / "news" / "2" / "reference.json").write_text('{"format": "other"}')
     assert store.get("news", "2") is None
+
+
+def test_shadow_and_canary_sections(reference: Reference) -> None:
+    window = window_of(reference, seed=8, n=10)
+    window.role = "canary"
+    window.candidate_failures = 2
+    window.shadow_version = "4"
+    window.shadow_compared, window.shadow_agreed, window.shadow_failed = 8, 6, 2
+    window.shadow_class_compared, window.shadow_class_agreed = [4, 4, 0], [4, 2, 0]
+    window.shadow_delta_sum = -0.4
+    out = report(window, reference)
+    assert out["window"]["role"] == "canary"
+    assert out["candidate_failures"] == 2 and out["candidate_failure_rate"] == round(2 / 12, 6)
+    assert out["shadow"] == {
+        "version": "4",
+        "compared": 8,
+        "failed": 2,
+        "agreement": 0.75,
+        "per_class_agreement": {"World": 1.0, "Sports": 0.5, "Business": None},
+        "confidence_delta_mean": -0.05,
+    }

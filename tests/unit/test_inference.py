@@ -18,7 +18,9 @@ class Flaky(TritonClassifier):
         self.failures = failures
         self.calls = 0
 
-    async def _infer_once(self, model: str, texts: list[str]) -> Classification:
+    async def _infer_once(
+        self, model: str, texts: list[str], version: str | None
+    ) -> Classification:
         self.calls += 1
         if self.failures:
             raise self.failures.pop(0)

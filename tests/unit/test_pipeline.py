@@ -15,15 +15,19 @@ LABELS = ["World", "Sports", "Business", "Sci/Tech"]
 class FakeClassifier:
     def __init__(self, poison: str | None = None) -> None:
         self.calls: list[list[str]] = []
+        self.versions: list[str | None] = []
         self.poison = poison
 
-    async def classify(self, model: str, texts: list[str]) -> Classification:
+    async def classify(
+        self, model: str, texts: list[str], version: str | None = None, *, retry: bool = True
+    ) -> Classification:
         self.calls.append(texts)
+        self.versions.append(version)
         if self.poison and self.poison in texts:
             raise InferenceRejected("bad text")
         probs = np.full((len(texts), 4), 0.1, dtype=np.float32)
         probs[:, 1] = 0.7
-        return Classification(model=model, version="3", labels=LABELS, probs=probs)
+        return Classification(model=model, version=version or "3", labels=LABELS, probs=probs)
 
 
 def settings(**overrides) -> WorkerSettings:
@@ -81,3 +85,88 @@ async def test_rejected_batch_is_bisected_to_the_poison_message():
 async def test_routes_from_settings_env(monkeypatch):
     monkeypatch.setenv("ROUTES", '[{"source": "a.raw", "model": "m", "sink": "a.out"}]')
     assert WorkerSettings(_env_file=None).routes == [Route(source="a.raw", model="m", sink="a.out")]
+
+
+class FakeRegistry:
+    def __init__(self, entry) -> None:
+        self.entry = entry
+
+    def get(self, model: str):
+        return self.entry
+
+    async def ready(self) -> None:
+        return None
+
+
+async def test_canary_routes_by_message_and_outputs_name_their_version():
+    from worker.registry import Candidate, ModelEntry
+
+    entry = ModelEntry(
+        model="news_topic",
+        active="1",
+        candidate=Candidate(version="2", role="canary", share=0.5),
+        event="canary",
+        by="t",
+        at="now",
+    )
+    fake = FakeClassifier()
+    pipeline = Pipeline(ROUTE, fake, settings(max_batch=64), FakeRegistry(entry))
+    result = await pipeline.process([message(i) for i in range(40)])
+    assert set(fake.versions) == {"1", "2"}
+    versions = [orjson.loads(r.value)["model"]["version"] for r in result.records]
+    assert result.versions == {"1", "2"} and set(versions) == {"1", "2"}
+    # input order is kept although the two versions were asked separately
+    assert [orjson.loads(r.value)["id"] for r in result.records] == [f"m{i}" for i in range(40)]
+
+
+class FlakyCandidate(FakeClassifier):
+    """Version "2" always fails; the others answer like FakeClassifier."""
+
+    async def classify(self, model, texts, version=None, *, retry=True):
+        if version == "2":
+            self.versions.append(version)
+            raise RuntimeError("candidate is broken")
+        return await super().classify(model, texts, version, retry=retry)
+
+
+def registry_entry(role: str, share: float = 0.5):
+    from worker.registry import Candidate, ModelEntry
+
+    return ModelEntry(
+        model="news_topic",
+        active="1",
+        candidate=Candidate(version="2", role=role, share=share),
+        event=role,
+        by="t",
+        at="now",
+    )
+
+
+async def test_failing_canary_falls_back_to_the_active_version_and_is_counted():
+    fake = FlakyCandidate()
+    pipeline = Pipeline(ROUTE, fake, settings(max_batch=64), FakeRegistry(registry_entry("canary")))
+    result = await pipeline.process([message(i) for i in range(40)])
+    assert result.labelled == 40 and result.rejected == 0
+    assert {orjson.loads(r.value)["model"]["version"] for r in result.records} == {"1"}
+    failed = result.candidate_failures["2"]
+    assert 0 < failed < 40
+    assert len(result.observed["1"].predicted) == 40
+
+
+async def test_shadow_is_compared_but_never_published():
+    fake = FakeClassifier()
+    pipeline = Pipeline(ROUTE, fake, settings(max_batch=64), FakeRegistry(registry_entry("shadow")))
+    result = await pipeline.process([message(i) for i in range(5)])
+    assert fake.versions == ["1", "2"]
+    assert {orjson.loads(r.value)["model"]["version"] for r in result.records} == {"1"}
+    observed = result.observed["1"]
+    assert observed.shadow_version == "2"
+    assert observed.shadow_agree == [1] * 5 and observed.shadow_delta == [0.0] * 5
+
+
+async def test_failing_shadow_changes_nothing_but_its_record():
+    fake = FlakyCandidate()
+    pipeline = Pipeline(ROUTE, fake, settings(max_batch=64), FakeRegistry(registry_entry("shadow")))
+    result = await pipeline.process([message(i) for i in range(3)])
+    assert result.labelled == 3
+    assert result.observed["1"].shadow_agree == [-1, -1, -1]

@@ -154,3 +154,27 @@ def test_a_sample_bigger_than_the_room_left_is_split_across_windows() -> None:
     assert closed[1][0].embedding_rows()[:, 0].tolist() == [4, 6, 8, 10]
     assert state.window is not None and state.window.labelled == 1
     assert state.window.window_id == "m:3"
+
+
+def test_canary_traffic_has_its_own_window_and_shadow_agreement_is_counted() -> None:
+    policy = WindowPolicy(max_seconds=1e9, max_messages=4)
+    state = DriftState(model="m")
+    active = sample(version="1", predicted=(0, 1, 1))
+    active.shadow_version, active.shadow_agree, active.shadow_delta = (
+        "3",
+        [1, 0, -1],
+        [0.1, -0.2, 0],
+    )
+    canary = sample(version="2", predicted=(2,))
+    canary.role = "canary"
+    assert state.advance(active, partition=0, offset=0, now=1, policy=policy) == []
+    assert state.advance(canary, partition=0, offset=1, now=1, policy=policy) == []
+    assert state.roles["canary"].window.version == "2"
+    assert state.window is not None and state.window.version == "1"  # not a version change
+    window = state.window
+    assert (window.shadow_compared, window.shadow_agreed, window.shadow_failed) == (2, 1, 1)
+    assert window.shadow_class_compared == [1, 1, 0] and window.shadow_class_agreed == [1, 0, 0]
+    failures = Sample(kind="batch", model="m", sent_at=1, version="2", role="canary")
+    failures.candidate_failures = 3
+    closed = state.advance(failures, partition=0, offset=2, now=1, policy=policy)
+    assert [(w.role, w.labelled, w.candidate_failures) for w, _ in closed] == [("canary", 1, 3)]

@@ -1,0 +1,234 @@
+"""The model registry: which version of each model serves, which is a candidate, in what role.
+
+Its records live in the compacted Kafka topic `labelstream.models` (key = model name, value =
+the model's whole current `ModelEntry`), written by `trainer publish/promote/rollback` and read
+by every worker. `assign` is the pure routing rule the classify agents apply per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import zlib
+from collections.abc import Sequence
+from typing import Literal
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from pydantic import BaseModel, Field
+
+log = structlog.get_logger(__name__)
+
+Role = Literal["canary", "shadow"]
+
+
+class Candidate(BaseModel):
+    """A version served beside the active one: a share of traffic (canary) or a copy (shadow)."""
+
+    version: str
+    role: Role
+    share: float = Field(0.0, ge=0.0, le=1.0)
+    """Canary only: the fraction of messages the candidate labels."""
+
+
+class ModelEntry(BaseModel):
+    """The registry record of one model (the latest record per key is the state)."""
+
+    model: str
+    active: str
+    candidate: Candidate | None = None
+    previous: str | None = None
+    """The version that was active before the last promote: where `rollback` goes."""
+    labels: dict[str, list[str]] = Field(default_factory=dict)
+    """Per version, its label names in output order."""
+    metrics: dict[str, dict] = Field(default_factory=dict)
+    """Per version, its evaluation summary (accuracy, macro-F1 ...)."""
+    event: str
+    by: str
+    at: str
+    note: str | None = None
+    """Why the last change happened, when a machine made it (automatic rollback)."""
+
+
+def bucket(message_id: str) -> float:
+    """A stable number in [0, 1) per message id: the same message always takes the same path,
+    also when it is re-processed after a crash."""
+    return (zlib.crc32(message_id.encode("utf-8")) % 10_000) / 10_000
+
+
+def assign(entry: ModelEntry | None, message_ids: Sequence[str]) -> list[str | None]:
+    """The version that labels each message: the canary's share goes to the candidate,
+    everything else to the active version; None (Triton's default) without a registry entry."""
+    if entry is None:
+        return [None] * len(message_ids)
+    candidate = entry.candidate
+    if candidate is None or candidate.role != "canary" or candidate.share <= 0:
+        return [entry.active] * len(message_ids)
+    return [
+        candidate.version if bucket(mid) < candidate.share else entry.active for mid in message_ids
+    ]
+
+
+def shadow_version(entry: ModelEntry | None) -> str | None:
+    """The version every message is also sent to (its answers are compared, never published)."""
+    if entry is None or entry.candidate is None or entry.candidate.role != "shadow":
+        return None
+    return entry.candidate.version
+
+
+def auto_rollback(
+    entry: ModelEntry | None,
+    report: dict,
+    *,
+    max_failure_rate: float,
+    min_agreement: float,
+    by: str,
+    at: str,
+) -> ModelEntry | None:
+    """The entry without its candidate, when a closed window shows the candidate failing or
+    disagreeing past its bound; None when nothing must change."""
+    if entry is None or entry.candidate is None:
+        return None
+    candidate = entry.candidate
+    why = None
+    rate = report.get("candidate_failure_rate")
+    if (
+        candidate.role == "canary"
+        and report["model"]["version"] == candidate.version
+        and rate is not None
+        and rate > max_failure_rate
+    ):
+        why = f"canary version {candidate.version} failed {rate:.1%} of its requests"
+    shadow = report.get("shadow") or {}
+    agreement = shadow.get("agreement")
+    if (
+        candidate.role == "shadow"
+        and shadow.get("version") == candidate.version
+        and agreement is not None
+        and agreement < min_agreement
+    ):
+        why = f"shadow version {candidate.version} agreed on only {agreement:.1%} of labels"
+    if why is None:
+        return None
+    return entry.model_copy(
+        update={"candidate": None, "event": "auto_rollback", "by": by, "at": at, "note": why}
+    )
+
+
+class RegistryReader:
+    """Follows the registry topic from its beginning and keeps the latest entry per model.
+
+    `ready()` starts the reader on first use and returns once everything already on the topic
+    has been read, so a worker never labels a message before it knows which version serves.
+    """
+
+    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.entries: dict[str, ModelEntry] = {}
+        self._task: asyncio.Task | None = None
+        self._caught_up = asyncio.Event()
+
+    def get(self, model: str) -> ModelEntry | None:
+        return self.entries.get(model)
+
+    async def ready(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._follow(), name=f"registry:{self.topic}")
+        waiter = asyncio.create_task(self._caught_up.wait())
+        done, _ = await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if self._task in done:
+            waiter.cancel()
+            self._task.result()  # the reader died: raise its error here
+
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
+        """One registry record: an entry replaces the model's, a tombstone removes it."""
+        if key is None:
+            return
+        model = key.decode("utf-8")
+        if value is None:
+            self.entries.pop(model, None)
+            return
+        try:
+            entry = ModelEntry.model_validate_json(value)
+        except ValueError as exc:
+            log.error("registry_record_invalid", model=model, error=str(exc))
+            return
+        previous = self.entries.get(model)
+        self.entries[model] = entry
+        if previous != entry:
+            log.info(
+                "registry_update",
+                model=model,
+                change=entry.event,
+                active=entry.active,
+                candidate=entry.candidate.model_dump() if entry.candidate else None,
+            )
+
+    async def _follow(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            group_id=None,
+        )
+        await consumer.start()
+        try:
+            partitions = [
+                TopicPartition(self.topic, p) for p in await _partitions(consumer, self.topic)
+            ]
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            end = await consumer.end_offsets(partitions)
+            while True:
+                batch = await consumer.getmany(timeout_ms=200)
+                for messages in batch.values():
+                    for message in messages:
+                        self.apply(message.key, message.value)
+                if not self._caught_up.is_set() and await _reached(consumer, end):
+                    self._caught_up.set()
+                    log.info("registry_ready", topic=self.topic, models=sorted(self.entries))
+        finally:
+            await consumer.stop()
+
+
+async def _reached(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> bool:
+    for tp, offset in end.items():
+        if await consumer.position(tp) < offset:
+            return False
+    return True
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
+    for _ in range(100):
+        cluster = await consumer._client.fetch_all_metadata()  # noqa: SLF001 - see worker.client
+        partitions = cluster.partitions_for_topic(topic)
+        if partitions:
+            return sorted(partitions)
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"registry topic {topic!r} does not exist; run `worker topics`")
+
+
+async def read_registry(bootstrap_servers: str, topic: str) -> dict[str, ModelEntry]:
+    """The registry as it is now (for the trainer's commands)."""
+    reader = RegistryReader(bootstrap_servers, topic)
+    try:
+        await reader.ready()
+        return dict(reader.entries)
+    finally:
+        if reader._task is not None:
+            reader._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader._task
+
+
+async def write_entry(bootstrap_servers: str, topic: str, entry: ModelEntry) -> None:
+    """Publish a model's new entry and wait until the broker has it."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            topic, key=entry.model.encode("utf-8"), value=entry.model_dump_json().encode("utf-8")
+        )
+    finally:
+        await producer.stop()
