@@ -32,6 +32,9 @@ test: lint
 demo: install
 	$(PY) scripts/demo.py
 
+bench: install
+	$(PY) bench/run.py
+
 stack-up: install
 	$(VENV)/bin/worker stack up
 

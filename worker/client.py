@@ -57,7 +57,7 @@ async def read_topics(
         partitions = [
             TopicPartition(topic, p)
             for topic in topics
-            for p in sorted(await _partitions(consumer, topic))
+            for p in sorted(await partitions_of(consumer, topic))
         ]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
@@ -66,7 +66,7 @@ async def read_topics(
         deadline = time.monotonic() + timeout_s
         settle_until: float | None = None
         while time.monotonic() < deadline:
-            if end is not None and await _reached(consumer, end):
+            if end is not None and await reached_end(consumer, end):
                 break
             if expect is not None and len(records) >= expect:
                 settle_until = settle_until or time.monotonic() + settle_s
@@ -82,14 +82,14 @@ async def read_topics(
         await consumer.stop()
 
 
-async def _reached(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> bool:
+async def reached_end(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> bool:
     for tp, offset in end.items():
         if await consumer.position(tp) < offset:
             return False
     return True
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     for _ in range(50):
         # aiokafka's public `topics()` does not keep partition metadata; its client does.
         cluster = await consumer._client.fetch_all_metadata()  # noqa: SLF001

@@ -17,6 +17,8 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import BaseModel, Field
 
+from worker.client import partitions_of, reached_end
+
 log = structlog.get_logger(__name__)
 
 Role = Literal["canary", "shadow"]
@@ -175,7 +177,8 @@ class RegistryReader:
         await consumer.start()
         try:
             partitions = [
-                TopicPartition(self.topic, p) for p in await _partitions(consumer, self.topic)
+                TopicPartition(self.topic, p)
+                for p in sorted(await partitions_of(consumer, self.topic))
             ]
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
@@ -185,28 +188,11 @@ class RegistryReader:
                 for messages in batch.values():
                     for message in messages:
                         self.apply(message.key, message.value)
-                if not self._caught_up.is_set() and await _reached(consumer, end):
+                if not self._caught_up.is_set() and await reached_end(consumer, end):
                     self._caught_up.set()
                     log.info("registry_ready", topic=self.topic, models=sorted(self.entries))
         finally:
             await consumer.stop()
-
-
-async def _reached(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> bool:
-    for tp, offset in end.items():
-        if await consumer.position(tp) < offset:
-            return False
-    return True
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
-    for _ in range(100):
-        cluster = await consumer._client.fetch_all_metadata()  # noqa: SLF001 - see worker.client
-        partitions = cluster.partitions_for_topic(topic)
-        if partitions:
-            return sorted(partitions)
-        await asyncio.sleep(0.1)
-    raise RuntimeError(f"registry topic {topic!r} does not exist; run `worker topics`")
 
 
 async def read_registry(bootstrap_servers: str, topic: str) -> dict[str, ModelEntry]:

@@ -17,6 +17,7 @@ import uuid
 import pytest
 import pytest_asyncio
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from worker.client import produce as produce_messages
 from worker.client import read_topics
@@ -126,12 +127,18 @@ async def test_up_creates_topics_with_partitions(stack, settings):
     await admin.start()
     try:
         described = {t["topic"]: t for t in await admin.describe_topics(topic_names(settings))}
+        registry_config = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, settings.registry_topic)]
+        )
     finally:
         await admin.close()
     assert set(described) == set(topic_names(settings))
-    for topic in described.values():
-        assert len(topic["partitions"]) == PARTITIONS
+    for name, topic in described.items():
+        expected = 1 if name == settings.registry_topic else PARTITIONS
+        assert len(topic["partitions"]) == expected, name
         assert all(p["leader"] == 1 for p in topic["partitions"])
+    entries = {e[0]: e[1] for e in registry_config[0].resources[0][4]}
+    assert entries["cleanup.policy"] == "compact"
 
 
 async def test_up_again_is_idempotent(stack):

@@ -1,0 +1,307 @@
+"""`make bench`: model limit vs pipeline vs naive pipeline, measured side by side in one run.
+
+1. limit    Triton alone: an async gRPC client with pre-built requests, every batch size and
+            concurrency in the grid; the best texts/s per model.
+2. pipeline the worker as configured: N messages produced to the input topic, timed from the
+            first produce to the last labelled record; then p50/p95/p99 end-to-end latency
+            (the records' `latency_ms`) with messages paced at half that rate.
+3. naive    the same worker with MAX_BATCH=1: one Triton call per message.
+
+Everything runs on the embedded stack (own state dir, free ports), with the models in the
+repository (trained on the shared data first if there are none). Prints a table and writes
+bench/results.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+DATA = {
+    "news_topic": (SHARED / "ag_news" / "train.tsv", ROOT / "samples" / "news.tsv", "news"),
+    "review_sentiment": (SHARED / "sst2" / "dev.tsv", ROOT / "samples" / "reviews.tsv", "reviews"),
+}
+console = Console(width=max(Console().width, 120))
+
+
+def texts_for(model: str, count: int) -> list[str]:
+    shared, sample, _ = DATA[model]
+    path = shared if shared.exists() else sample
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = [
+            row["text"] for row in csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        ]
+    return [rows[i % len(rows)] for i in range(count)]
+
+
+def ensure_models(repository: Path) -> None:
+    from trainer.repository import list_versions
+    from trainer.train import train_and_export
+
+    for model, (shared, sample, task) in DATA.items():
+        if not list_versions(repository / model):
+            data = shared if task == "news" else SHARED / "sst2" / "train.tsv"
+            train_and_export(
+                task=task,
+                data=data if data.exists() else sample,
+                repository=repository,
+                model_name=model,
+                max_steps=60,
+                max_length=64,
+                batch_size=32,
+                max_train_samples=2000,
+                max_eval_samples=300,
+            )
+
+
+async def _drive(client, model: str, request, batch: int, concurrency: int, seconds: float):
+    """texts/s of `concurrency` loops sending the same pre-built request for `seconds`."""
+    import tritonclient.grpc.aio as grpcclient
+
+    outputs = [grpcclient.InferRequestedOutput("PROBS")]
+    done = 0
+    deadline = time.perf_counter() + seconds
+    started = time.perf_counter()
+
+    async def loop() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            await client.infer(model, [request], outputs=outputs)
+            done += batch
+
+    await asyncio.gather(*(loop() for _ in range(concurrency)))
+    return done / (time.perf_counter() - started)
+
+
+async def limit(url: str, model: str, texts: list[str], seconds: float) -> dict:
+    """Best texts/s over batch sizes and concurrencies, requests built before timing."""
+    import tritonclient.grpc.aio as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    results = []
+    try:
+        for batch in (16, 32, 64):
+            data = np.array([[t.encode()] for t in texts[:batch]], dtype=np.object_)
+            request = grpcclient.InferInput("TEXT", list(data.shape), "BYTES")
+            request.set_data_from_numpy(data)
+            for concurrency in (1, 2, 4):
+                rate = await _drive(client, model, request, batch, concurrency, seconds)
+                results.append({"batch": batch, "concurrency": concurrency, "texts_per_s": rate})
+    finally:
+        await client.close()
+    best = max(results, key=lambda r: r["texts_per_s"])
+    return {"best": best, "grid": results}
+
+
+def start_worker(settings, app_id: str, route, state: Path, max_batch: int) -> subprocess.Popen:
+    env = dict(
+        os.environ,
+        KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
+        TRITON_URL=settings.triton_url,
+        APP_ID=app_id,
+        ROUTES=json.dumps([route]),
+        DEADLETTER_TOPIC=f"bench.deadletter.{app_id}",
+        DRIFT_TOPIC=f"bench.drift.{app_id}",
+        STATE_DIR=str(state / app_id),
+        MODEL_REPOSITORY=str(settings.model_repository),
+        MAX_BATCH=str(max_batch),
+        LOG_FORMAT="json",
+        LOG_LEVEL="WARNING",
+    )
+    log = (state / f"{app_id}.log").open("wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "worker", "run"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+async def wait_count(bootstrap: str, topic: str, count: int, timeout_s: float) -> list:
+    from worker.client import read_topics
+
+    return await read_topics(bootstrap, [topic], expect=count, timeout_s=timeout_s)
+
+
+async def pipeline_run(settings, state: Path, model: str, count: int, max_batch: int) -> dict:
+    """Throughput of a fresh worker draining `count` messages (worker start-up excluded)."""
+    from worker.client import produce
+    from worker.topics import ensure_topics
+
+    tag = uuid.uuid4().hex[:6]
+    route = {"source": f"bench.in.{tag}", "model": model, "sink": f"bench.out.{tag}"}
+    app_id = f"bench-{tag}"
+    bootstrap = settings.kafka_bootstrap_servers
+    from worker.settings import Route
+
+    await ensure_topics(settings.model_copy(update={"routes": [Route(**route)], "app_id": app_id}))
+    worker = start_worker(settings, app_id, route, state, max_batch)
+    try:
+        warm = [(b"warm", orjson.dumps({"id": "warm", "text": "warm up"}))]
+        await produce(bootstrap, route["source"], warm)
+        await wait_count(bootstrap, route["sink"], 1, 180)  # the worker is up and has answered
+        texts = texts_for(model, count)
+        messages = [
+            (f"{tag}-{i}".encode(), orjson.dumps({"id": f"{tag}-{i}", "text": t}))
+            for i, t in enumerate(texts)
+        ]
+        started = time.perf_counter()
+        await produce(bootstrap, route["source"], messages)
+        found = await wait_count(bootstrap, route["sink"], count + 1, 1800)
+        elapsed = time.perf_counter() - started
+        if len(found) < count + 1:
+            raise RuntimeError(f"only {len(found) - 1} of {count} labelled")
+        rate = count / elapsed
+        latency = None
+        if max_batch > 1:
+            latency = await paced_latency(bootstrap, route, tag, model, rate / 2, seconds=20)
+        return {"messages": count, "seconds": elapsed, "msgs_per_s": rate, "latency": latency}
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+
+async def paced_latency(
+    bootstrap: str, route: dict, tag: str, model: str, rate: float, seconds: float
+) -> dict:
+    """End-to-end latency percentiles at a steady `rate` (msg/s)."""
+    from aiokafka import AIOKafkaProducer
+
+    from worker.client import read_topics
+
+    count = max(int(rate * seconds), 50)
+    texts = texts_for(model, count)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    await producer.start()
+    ids = []
+    try:
+        started = time.perf_counter()
+        for i, text in enumerate(texts):
+            due = started + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            mid = f"{tag}-paced-{i}"
+            ids.append(mid)
+            await producer.send(
+                route["source"], key=mid.encode(), value=orjson.dumps({"id": mid, "text": text})
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()
+    wanted = set(ids)
+    found = await read_topics(bootstrap, [route["sink"]], expect=len(wanted), timeout_s=300)
+    latencies = [
+        body["latency_ms"]
+        for body in (orjson.loads(r.value) for r in found)
+        if body["id"] in wanted
+    ]
+    p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
+    return {
+        "rate_msgs_per_s": rate,
+        "messages": len(latencies),
+        "p50_ms": p50,
+        "p95_ms": p95,
+        "p99_ms": p99,
+    }
+
+
+def main(
+    messages: Annotated[int, typer.Option(help="Messages per model for the pipeline run")] = 20_000,
+    naive_messages: Annotated[
+        int, typer.Option(help="Messages per model for the naive run")
+    ] = 1_000,
+    limit_seconds: Annotated[float, typer.Option(help="Seconds per limit grid cell")] = 4.0,
+    out: Annotated[Path, typer.Option(help="JSON results")] = ROOT / "bench" / "results.json",
+) -> None:
+    from worker.logging import configure_logging
+    from worker.settings import WorkerSettings
+    from worker.stack.local import LocalStack
+
+    configure_logging("WARNING")
+    state = ROOT / ".labelstream" / "bench"
+    shutil.rmtree(state, ignore_errors=True)
+    state.mkdir(parents=True)
+    settings = WorkerSettings(
+        _env_file=None, state_dir=state, model_repository=ROOT / "triton_models"
+    )
+    ensure_models(settings.model_repository)
+    stack = LocalStack(settings)
+    results: dict = {"machine": platform.node(), "cpus": os.cpu_count(), "models": {}}
+    try:
+        asyncio.run(stack.up(load_models=list(DATA)))
+        live = stack.settings
+        for model in DATA:
+            console.print(f"[cyan]{model}: limit …")
+            texts = texts_for(model, 64)
+            lim = asyncio.run(limit(live.triton_url, model, texts, limit_seconds))
+            console.print(f"[cyan]{model}: pipeline ({messages} messages) …")
+            pipe = asyncio.run(pipeline_run(live, state, model, messages, live.max_batch))
+            console.print(f"[cyan]{model}: naive ({naive_messages} messages, MAX_BATCH=1) …")
+            naive = asyncio.run(pipeline_run(live, state, model, naive_messages, 1))
+            results["models"][model] = {
+                "limit": lim,
+                "pipeline": pipe,
+                "naive": naive,
+                "pipeline_over_limit": pipe["msgs_per_s"] / lim["best"]["texts_per_s"],
+                "pipeline_over_naive": pipe["msgs_per_s"] / naive["msgs_per_s"],
+            }
+    finally:
+        asyncio.run(stack.down())
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    show(results)
+    console.print(f"results: {out}")
+
+
+def show(results: dict) -> None:
+    table = Table(title="labelstream benchmark (texts/s; same run, same machine)")
+    for column in (
+        "model",
+        "limit (best batch×conc)",
+        "pipeline",
+        "naive",
+        "pipeline/limit",
+        "pipeline/naive",
+        "p50/p95/p99 ms at 50%",
+    ):
+        table.add_column(column, justify="right")
+    for model, r in results["models"].items():
+        best = r["limit"]["best"]
+        latency = r["pipeline"]["latency"] or {}
+        table.add_row(
+            model,
+            f"{best['texts_per_s']:.0f} ({best['batch']}×{best['concurrency']})",
+            f"{r['pipeline']['msgs_per_s']:.0f}",
+            f"{r['naive']['msgs_per_s']:.1f}",
+            f"{r['pipeline_over_limit']:.2f}",
+            f"{r['pipeline_over_naive']:.1f}",
+            "/".join(f"{latency.get(k, float('nan')):.0f}" for k in ("p50_ms", "p95_ms", "p99_ms")),
+        )
+    console.print(table)
+
+
+if __name__ == "__main__":
+    typer.run(main)
