@@ -174,7 +174,9 @@ async def pipeline_run(settings, state: Path, model: str, count: int, max_batch:
         rate = count / elapsed
         latency = None
         if max_batch > 1:
-            latency = await paced_latency(bootstrap, route, tag, model, rate / 2, seconds=20)
+            latency = await paced_latency(
+                bootstrap, route, tag, model, rate / 2, seconds=20, already=len(found)
+            )
         return {"messages": count, "seconds": elapsed, "msgs_per_s": rate, "latency": latency}
     finally:
         worker.send_signal(signal.SIGTERM)
@@ -185,7 +187,7 @@ async def pipeline_run(settings, state: Path, model: str, count: int, max_batch:
 
 
 async def paced_latency(
-    bootstrap: str, route: dict, tag: str, model: str, rate: float, seconds: float
+    bootstrap: str, route: dict, tag: str, model: str, rate: float, seconds: float, already: int
 ) -> dict:
     """End-to-end latency percentiles at a steady `rate` (msg/s)."""
     from aiokafka import AIOKafkaProducer
@@ -213,7 +215,9 @@ async def paced_latency(
     finally:
         await producer.stop()
     wanted = set(ids)
-    found = await read_topics(bootstrap, [route["sink"]], expect=len(wanted), timeout_s=300)
+    found = await read_topics(
+        bootstrap, [route["sink"]], expect=already + len(wanted), timeout_s=300
+    )
     latencies = [
         body["latency_ms"]
         for body in (orjson.loads(r.value) for r in found)
