@@ -143,6 +143,30 @@ def switch_scenario(settings: WorkerSettings, before: list[str], after: list[str
     return asyncio.run(scenario())
 
 
+async def stable_group(bootstrap: str, group: str, members: int, timeout_s: float = 120) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:  # the coordinator answers once the group exists
+                described = await admin.describe_consumer_groups([group])
+            except KafkaError:
+                await asyncio.sleep(0.5)
+                continue
+            _, _, state, _, _, found = described[0].groups[0][:6]
+            if state == "Stable" and len(found) == members:
+                await asyncio.sleep(2.0)  # both have finished recovery and resumed
+                return
+            await asyncio.sleep(0.5)
+        raise AssertionError(f"group {group} not stable with {members} members")
+    finally:
+        await admin.close()
+
+
 def _ts(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
 
@@ -210,6 +234,9 @@ def test_two_workers_give_one_report_per_window_and_idle_windows_close_by_time(
     start_worker(settings)
 
     async def scenario() -> list[dict]:
+        # Traffic starts once both workers share the group: a rebalance in mid-stream may
+        # replay a batch (at-least-once), which this test is not about.
+        await stable_group(bootstrap, settings.app_id, members=2)
         await produce(bootstrap, route.source, encode(texts, "w"))
         found = await reports(settings, expect=7, timeout_s=240)
         await asyncio.sleep(3.0)  # a duplicate report would arrive by now
