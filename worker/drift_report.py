@@ -15,7 +15,7 @@ import numpy as np
 from worker import drift
 from worker.drift import Assessment, Thresholds
 from worker.references import Reference
-from worker.window import CONFIDENCE_EDGES, Window
+from worker.window import CONFIDENCE_EDGES, Window, bin_counts
 
 REPORT_FORMAT = "labelstream.drift/1"
 
@@ -27,8 +27,22 @@ def _iso(ts: float | None) -> str | None:
 def rebin(counts: np.ndarray, edges: np.ndarray, new_edges: np.ndarray) -> np.ndarray:
     """Move each bin's count into the coarser bin holding its centre."""
     centres = (np.asarray(edges[:-1]) + np.asarray(edges[1:])) / 2.0
-    bins = np.clip(np.searchsorted(new_edges, centres, side="right") - 1, 0, len(new_edges) - 2)
-    return np.bincount(bins, weights=np.asarray(counts, float), minlength=len(new_edges) - 1)
+    return bin_counts(centres, new_edges, weights=counts)
+
+
+def _judge(
+    verdict: Assessment,
+    value: float,
+    warn: float,
+    drift_at: float,
+    p_value: float,
+    alpha: float,
+    reason: str,
+) -> None:
+    """Raise the verdict when the figure's effect size and its test both say so."""
+    status = drift.grade(value, warn, drift_at, p_value, alpha)
+    if status != "ok":
+        verdict.raise_to(status, reason)
 
 
 def _round(value: float | None, digits: int = 6) -> float | None:
@@ -52,9 +66,15 @@ def _labels(window: Window, ref: Reference | None, limits: Thresholds, verdict: 
         js_distance=_round(drift.js_distance(ref.label_counts, counts)),
         chi2_p=_round(p_value, 12),
     )
-    status = drift.grade(psi, limits.psi_warn, limits.psi_drift, p_value, limits.alpha)
-    if status != "ok":
-        verdict.raise_to(status, f"predicted-label PSI {psi:.3f} (chi-square p={p_value:.2g})")
+    _judge(
+        verdict,
+        psi,
+        limits.psi_warn,
+        limits.psi_drift,
+        p_value,
+        limits.alpha,
+        f"predicted-label PSI {psi:.3f} (chi-square p={p_value:.2g})",
+    )
     return section
 
 
@@ -84,9 +104,15 @@ def _confidence(
     section.update(
         reference_mean=_round(ref.confidence_mean), ks_distance=_round(distance), ks_p=p_value
     )
-    status = drift.grade(distance, limits.ks_warn, limits.ks_drift, p_value, limits.alpha)
-    if status != "ok":
-        verdict.raise_to(status, f"confidence KS distance {distance:.3f} (p={p_value:.2g})")
+    _judge(
+        verdict,
+        distance,
+        limits.ks_warn,
+        limits.ks_drift,
+        p_value,
+        limits.alpha,
+        f"confidence KS distance {distance:.3f} (p={p_value:.2g})",
+    )
     return section
 
 
@@ -103,9 +129,15 @@ def _length(window: Window, ref: Reference | None, limits: Thresholds, verdict: 
     psi = drift.psi(ref.length_counts, counts)
     p_value = drift.chi_square_p(ref.length_counts, counts)
     section.update(reference_mean=_round(ref.length_mean, 2), psi=_round(psi), chi2_p=p_value)
-    status = drift.grade(psi, limits.psi_warn, limits.psi_drift, p_value, limits.alpha)
-    if status != "ok":
-        verdict.raise_to(status, f"text-length PSI {psi:.3f} (chi-square p={p_value:.2g})")
+    _judge(
+        verdict,
+        psi,
+        limits.psi_warn,
+        limits.psi_drift,
+        p_value,
+        limits.alpha,
+        f"text-length PSI {psi:.3f} (chi-square p={p_value:.2g})",
+    )
     return section
 
 
@@ -126,9 +158,15 @@ def _embedding(
         ref.sample, rows, ref.bandwidth, permutations=permutations, seed=len(rows)
     )
     section.update(reference_rows=len(ref.sample), mmd2=_round(mmd2), mmd_p=_round(p_value))
-    status = drift.grade(mmd2, limits.mmd_warn, limits.mmd_drift, p_value, limits.alpha)
-    if status != "ok":
-        verdict.raise_to(status, f"embedding MMD² {mmd2:.4f} (permutation p={p_value:.2g})")
+    _judge(
+        verdict,
+        mmd2,
+        limits.mmd_warn,
+        limits.mmd_drift,
+        p_value,
+        limits.alpha,
+        f"embedding MMD² {mmd2:.4f} (permutation p={p_value:.2g})",
+    )
     return section
 
 

@@ -32,12 +32,19 @@ def decode_rows(text: str, dims: int) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype="<f4").reshape(-1, dims).astype(np.float64)
 
 
-def bin_counts(values: Sequence[float] | np.ndarray, edges: Sequence[float]) -> np.ndarray:
-    """Counts over fixed edges; values outside them go to the end bins (as in reference.json)."""
+def bin_counts(
+    values: Sequence[float] | np.ndarray,
+    edges: Sequence[float],
+    weights: Sequence[float] | np.ndarray | None = None,
+) -> np.ndarray:
+    """Counts (or summed `weights`) over fixed edges; values outside them go to the end bins
+    (as in reference.json)."""
     edges_arr = np.asarray(edges, dtype=np.float64)
     values_arr = np.asarray(values, dtype=np.float64).reshape(-1)
     bins = np.clip(np.searchsorted(edges_arr, values_arr, side="right") - 1, 0, edges_arr.size - 2)
-    return np.bincount(bins, minlength=edges_arr.size - 1)
+    if weights is not None:
+        weights = np.asarray(weights, dtype=np.float64)
+    return np.bincount(bins, weights=weights, minlength=edges_arr.size - 1)
 
 
 @dataclass
