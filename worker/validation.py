@@ -13,6 +13,21 @@ from pydantic import ValidationError
 from worker.messages import RawMessage
 from worker.schemas import InputMessage
 
+REASONS = frozenset(
+    {
+        "empty_message",
+        "message_too_large",
+        "invalid_utf8",
+        "invalid_json",
+        "not_an_object",
+        "missing_field",
+        "invalid_field",
+        "text_too_long",
+    }
+)
+"""Every `Rejection.type` that `validate` can give (the README lists them; the fuzz test holds
+`validate` to this set)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
