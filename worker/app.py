@@ -23,7 +23,7 @@ import orjson
 import structlog
 from faust.types import EventT
 
-from worker import faust_fixes
+from worker import faust_fixes, metrics
 from worker.drift import Thresholds
 from worker.drift_flow import DriftMonitor, batch_samples
 from worker.inference import Classifier, TritonClassifier, backoff_delays
@@ -89,6 +89,10 @@ def make_agent(
                 except Exception:
                     log.exception("batch_failed", route=pipeline.route.source, retry_in_s=delay)
                     await asyncio.sleep(delay)
+            route = pipeline.route
+            metrics.observe_batch(
+                route.source, route.model, len(raws), result, settings.deadletter_topic
+            )
             log.info(
                 "batch",
                 route=pipeline.route.source,
@@ -135,6 +139,9 @@ def create_app(settings: WorkerSettings, classifier: Classifier | None = None) -
     samples = _add_drift(app, settings, registry) if settings.drift_enabled else None
     for route in settings.routes:
         _add_route(app, route, classifier, deadletter, settings, samples, registry)
+    if settings.metrics_port:
+        sources = [route.source for route in settings.routes]
+        metrics.add_lag_timer(app, sources, settings.metrics_lag_interval_s)
     return app
 
 
@@ -256,6 +263,7 @@ def _add_drift(app: faust.App, settings: WorkerSettings, registry: RegistryReade
                 )
                 for report in closed:
                     await _guard_rollout(report, registry, reports, settings)
+                    metrics.observe_drift(report)
                     log.info(
                         "drift_report",
                         model=sample.model,

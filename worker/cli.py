@@ -29,6 +29,7 @@ def run() -> None:
 
     from worker.app import create_app
     from worker.logging import configure_logging, logging_config
+    from worker.metrics import start_metrics_server
     from worker.topics import ensure_topics
 
     settings = get_settings()
@@ -37,6 +38,7 @@ def run() -> None:
     # partitioned like its changelog: create whatever is missing before joining the group.
     asyncio.run(ensure_topics(settings))
     faust_app = create_app(settings)
+    start_metrics_server(settings.metrics_port)
     faust.Worker(
         faust_app,
         loglevel=settings.log_level,

@@ -12,6 +12,8 @@ import structlog
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from worker.metrics import TRITON_LATENCY
+
 log = structlog.get_logger(__name__)
 
 # gRPC status codes that say the request itself is bad: retrying the same batch cannot help.
@@ -85,13 +87,19 @@ class TritonClassifier:
         text_input = grpcclient.InferInput("TEXT", list(data.shape), "BYTES")
         text_input.set_data_from_numpy(data)
         outputs = [grpcclient.InferRequestedOutput(name) for name in self._outputs]
-        result = await self.client.infer(
-            model,
-            [text_input],
-            model_version=version or "",
-            outputs=outputs,
-            client_timeout=self._timeout_s,
-        )
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            result = await self.client.infer(
+                model,
+                [text_input],
+                model_version=version or "",
+                outputs=outputs,
+                client_timeout=self._timeout_s,
+            )
+            outcome = "ok"
+        finally:
+            TRITON_LATENCY.labels(model, outcome).observe(time.perf_counter() - started)
         probs = result.as_numpy("PROBS")
         labels = [b.decode("utf-8") for b in result.as_numpy("LABELS")[0]]
         version = result.get_response().model_version

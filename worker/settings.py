@@ -63,6 +63,12 @@ class WorkerSettings(BaseSettings):
     topic_replication_factor: int = Field(
         1, ge=1, description="Replication factor of created topics."
     )
+    topic_retention_ms: int = Field(
+        7 * 24 * 3600 * 1000,
+        ge=-1,
+        description="retention.ms of created source, sink, dead-letter and drift topics "
+        "(-1 = keep forever).",
+    )
     kafka_session_timeout_s: float = Field(10.0, gt=0, description="Failover time after a crash.")
     kafka_heartbeat_interval_s: float = Field(1.0, gt=0, description="Consumer heartbeat interval.")
     kafka_commit_interval_s: float = Field(
@@ -120,6 +126,17 @@ class WorkerSettings(BaseSettings):
     drift_deadletter_warn: float = Field(0.05, ge=0, description="Dead-letter rate that warns.")
     drift_deadletter_drift: float = Field(
         0.25, ge=0, description="Dead-letter rate that means drift."
+    )
+
+    # Metrics
+    metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Prometheus endpoint port of `worker run` (0 = off; compose uses 9100).",
+    )
+    metrics_lag_interval_s: float = Field(
+        10.0, gt=0, description="How often the consumer-lag gauge is refreshed."
     )
 
     # Logging

@@ -56,7 +56,12 @@ async def _create(
     admin: AIOKafkaAdminClient, settings: WorkerSettings, names: list[str], timeout: float
 ) -> None:
     new = [
-        NewTopic(name, settings.topic_partitions, settings.topic_replication_factor)
+        NewTopic(
+            name,
+            settings.topic_partitions,
+            settings.topic_replication_factor,
+            topic_configs={"retention.ms": str(settings.topic_retention_ms)},
+        )
         if name != settings.registry_topic
         else NewTopic(
             name,
@@ -77,6 +82,7 @@ async def _create(
         topics=names,
         partitions=settings.topic_partitions,
         replication=settings.topic_replication_factor,
+        retention_ms=settings.topic_retention_ms,
     )
 
 
