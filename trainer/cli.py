@@ -288,6 +288,35 @@ def list_command(repository: RepositoryOption = None) -> None:
     console.print(table)
 
 
+@app.command("gpu-config")
+def gpu_config(
+    models: Annotated[
+        list[str] | None, typer.Argument(help="Model names (default: every model).")
+    ] = None,
+    instances: Annotated[int, typer.Option(help="Triton instances per GPU.")] = 1,
+    max_batch_size: Annotated[int, typer.Option(help="Triton max_batch_size.")] = 64,
+    trt_cache_dir: Annotated[
+        str, typer.Option(help="TensorRT engine cache inside the Triton container.")
+    ] = "/trt-cache",
+    repository: RepositoryOption = None,
+) -> None:
+    """Write configs/gpu.pbtxt (KIND_GPU, TensorRT/CUDA, warm-up) for Triton's
+    --model-config-name=gpu; config.pbtxt (CPU, local stack) stays as it is."""
+    from trainer.repository import list_models, write_gpu_config
+
+    root = repository or TrainerSettings().repository
+    names = models or [entry["model"] for entry in list_models(root)]
+    for name in names:
+        path = write_gpu_config(
+            root / name,
+            name,
+            instance_count=instances,
+            max_batch_size=max_batch_size,
+            trt_cache_dir=trt_cache_dir,
+        )
+        console.print(f"wrote {path}")
+
+
 @app.command()
 def show(
     name: Annotated[str, typer.Argument(help="Model name in the repository.")],

@@ -21,7 +21,8 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
-from trainer.repository import CONFIG_FILE, latest_version, list_versions
+from trainer.repository import latest_version, list_versions, model_config_path
+from trainer.settings import TrainerSettings
 
 log = structlog.get_logger(__name__)
 
@@ -43,9 +44,19 @@ class Published:
     warmup_seconds: float
 
 
-def config_override(model_dir: Path, pin_version: int | Sequence[int] | None = None) -> str:
-    """config.pbtxt of the model as Triton's JSON, optionally pinned to some versions."""
-    config_path = model_dir / CONFIG_FILE
+def config_override(
+    model_dir: Path,
+    pin_version: int | Sequence[int] | None = None,
+    config_name: str | None = None,
+) -> str:
+    """The model's config as Triton's JSON, optionally pinned to some versions.
+
+    A load with a config override ignores `--model-config-name`, so the override must come from
+    the same file the server would read: `configs/<TRAINER_MODEL_CONFIG_NAME>.pbtxt` if present.
+    """
+    if config_name is None:
+        config_name = TrainerSettings().model_config_name
+    config_path = model_config_path(model_dir, config_name)
     if not config_path.is_file():
         raise PublishError(f"{config_path} not found")
     config = text_format.Parse(

@@ -26,6 +26,9 @@ MODEL_PY = "model.py"
 CONFIG_FILE = "config.pbtxt"
 REQUIRED_FILES = ("model.onnx", "tokenizer.json")
 TMP_PREFIX = ".tmp-"
+GPU_CONFIG_NAME = "gpu"
+WARMUP_FILE = "text"
+WARMUP_TEXT = " ".join(["Warm-up text for the classifier, long enough to fill max_length."] * 40)
 _SOURCE_MODEL_PY = Path(__file__).resolve().parents[1] / "triton_models" / MODEL_PY
 
 
@@ -77,11 +80,13 @@ def render_config(
     instance_count: int = 1,
     latest_versions: int = 1,
     parameters: Mapping[str, str] | None = None,
+    warmup_batch_sizes: Sequence[int] = (),
 ) -> str:
     """A complete `config.pbtxt` for a model served by `triton_models/model.py`.
 
     Complete on purpose: it must work with `--disable-auto-complete-config`, which makes loads
-    several times faster.
+    several times faster. `warmup_batch_sizes` adds one `model_warmup` request per size, fed
+    from `warmup/text` (see `write_warmup_text`), so a version is warm before it is READY.
     """
     preferred = [size for size in preferred_batch_sizes if 0 < size <= max_batch_size]
     preferred_line = (
@@ -133,7 +138,84 @@ instance_group [
     kind: {instance_kind}
   }}
 ]
-{parameter_blocks}"""
+{parameter_blocks}{_warmup_blocks(warmup_batch_sizes, max_batch_size)}"""
+
+
+def _warmup_blocks(batch_sizes: Sequence[int], max_batch_size: int) -> str:
+    sizes = sorted({size for size in batch_sizes if 0 < size <= max_batch_size})
+    samples = ",\n".join(
+        f"""  {{
+    name: "text_batch_{size}"
+    batch_size: {size}
+    inputs {{
+      key: "TEXT"
+      value: {{
+        data_type: TYPE_STRING
+        dims: [ 1 ]
+        input_data_file: "{WARMUP_FILE}"
+      }}
+    }}
+  }}"""
+        for size in sizes
+    )
+    return f"model_warmup [\n{samples}\n]\n" if sizes else ""
+
+
+def write_warmup_text(model_dir: Path, text: str = WARMUP_TEXT) -> Path:
+    """`warmup/text`: one TYPE_STRING element (4-byte little-endian length, then UTF-8 bytes).
+
+    Long enough to reach the longest max_length, so warm-up runs (and TensorRT builds engines
+    for) the sequence lengths real traffic has, not a two-token probe.
+    """
+    data = text.encode("utf-8")
+    path = model_dir / "warmup" / WARMUP_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(len(data).to_bytes(4, "little") + data)
+    return path
+
+
+def gpu_render_options(
+    *, instance_count: int = 1, max_batch_size: int = 64, trt_cache_dir: str = "/trt-cache"
+) -> dict[str, Any]:
+    """`render_config` options for GPU serving: KIND_GPU instances, TensorRT (FP16 when the
+    version is fp16) with an engine cache, and warm-up at the smallest and largest batch."""
+    parameters = {"ENABLE_TENSORRT": "true"}
+    if trt_cache_dir:
+        parameters["TRT_CACHE_DIR"] = trt_cache_dir
+    return {
+        "instance_kind": "KIND_GPU",
+        "instance_count": instance_count,
+        "max_batch_size": max_batch_size,
+        "parameters": parameters,
+        "warmup_batch_sizes": (1, max_batch_size),
+    }
+
+
+def write_gpu_config(
+    model_dir: Path, name: str | None = None, config_name: str = GPU_CONFIG_NAME, **options: Any
+) -> Path:
+    """`configs/<config_name>.pbtxt` plus its warm-up input, beside the CPU `config.pbtxt`.
+
+    Triton started with `--model-config-name=<config_name>` serves it; without that flag the
+    CPU config is used, so one repository serves both the local stack and the GPU container.
+    """
+    model_dir.mkdir(parents=True, exist_ok=True)
+    write_warmup_text(model_dir)
+    path = model_dir / "configs" / f"{config_name}.pbtxt"
+    path.parent.mkdir(exist_ok=True)
+    _write_text_atomic(path, render_config(name or model_dir.name, **gpu_render_options(**options)))
+    log.info("repository.config_written", path=str(path))
+    return path
+
+
+def model_config_path(model_dir: Path, config_name: str = "") -> Path:
+    """The file Triton reads for `--model-config-name=config_name`: configs/<name>.pbtxt when
+    present, config.pbtxt otherwise (Triton's own fallback)."""
+    if config_name:
+        custom = model_dir / "configs" / f"{config_name}.pbtxt"
+        if custom.is_file():
+            return custom
+    return model_dir / CONFIG_FILE
 
 
 def instance_kind(device: str) -> str:

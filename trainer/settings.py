@@ -57,6 +57,11 @@ class TrainerSettings(BaseSettings):
         ge=0,
         description="How long workers get to follow a registry change before a version unloads.",
     )
+    model_config_name: str = Field(
+        "",
+        description="Triton's --model-config-name: publish loads <model>/configs/<name>.pbtxt "
+        "when present (the compose file runs Triton with gpu).",
+    )
     seed: int = Field(42, description="Seed for data split, initialisation and shuffling.")
     checkpoint_dir: Path = Field(
         Path(".labelstream") / "checkpoints",

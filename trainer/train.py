@@ -53,11 +53,13 @@ from trainer.report import write_report
 from trainer.repository import (
     RepositoryError,
     data_fingerprint,
+    gpu_render_options,
     instance_kind,
     latest_version,
     prune_versions,
     write_config,
     write_version,
+    write_warmup_text,
 )
 from trainer.settings import TrainerSettings, force_offline_hub
 from trainer.tasks import Task, get_task
@@ -605,8 +607,9 @@ def train_and_export(
             },
         )
 
-    if device != "cpu":
-        write_config(repository / model_name, model_name, instance_kind=instance_kind(device))
+    if instance_kind(device) == "KIND_GPU":
+        write_warmup_text(repository / model_name)
+        write_config(repository / model_name, model_name, **gpu_render_options())
     version_dir = write_version(
         repository,
         model_name,

@@ -17,6 +17,10 @@ Config parameters (all optional, string values):
                     running several instances per host
   ENABLE_TENSORRT   "true" to try the TensorRT provider on GPU instances (engine builds take
                     minutes per new shape range, so it is opt-in; CUDA is used otherwise)
+  TRT_FP16          "true" lets TensorRT build FP16 engines even for an fp32 model.onnx; a
+                    version exported with `--precision fp16` (classifier.json) always gets them
+  TRT_CACHE_DIR     where TensorRT engines are cached across restarts (default: a temp dir);
+                    the model_warmup in configs/gpu.pbtxt builds them before the first request
 """
 
 from __future__ import annotations
@@ -53,20 +57,52 @@ def _default_intra_op_threads() -> int:
     return max(1, cores)
 
 
-def _providers(args: dict, model_config: dict, log) -> list:
-    """GPU providers only for GPU instances whose runtime has them; CPU always as fallback."""
-    available = ort.get_available_providers()
-    providers = []
-    if args.get("model_instance_kind") == "GPU":
-        device = {"device_id": int(args.get("model_instance_device_id", 0))}
-        use_trt = _parameter(model_config, "ENABLE_TENSORRT", "false").lower() == "true"
-        if use_trt and "TensorrtExecutionProvider" in available:
-            providers.append(("TensorrtExecutionProvider", dict(device)))
+def choose_providers(
+    kind: str,
+    device_id: int,
+    available: list[str],
+    *,
+    tensorrt: bool = False,
+    fp16: bool = False,
+    cache_dir: str = "",
+) -> list:
+    """ONNX Runtime providers, best first: TensorRT (opt-in), CUDA, then always CPU.
+
+    Only GPU instances get GPU providers, and only those this onnxruntime build offers, so the
+    same file serves on a CPU-only build, in the pytriton wheel and in the GPU container.
+    """
+    providers: list = []
+    if kind == "GPU":
+        device = {"device_id": device_id}
+        if tensorrt and "TensorrtExecutionProvider" in available:
+            trt = {**device, "trt_fp16_enable": fp16}
+            if cache_dir:
+                trt.update(trt_engine_cache_enable=True, trt_engine_cache_path=cache_dir)
+            providers.append(("TensorrtExecutionProvider", trt))
         if "CUDAExecutionProvider" in available:
             providers.append(("CUDAExecutionProvider", dict(device)))
-        if not providers:
-            log.log_warn(f"GPU instance but onnxruntime offers only {available}; using CPU")
     providers.append("CPUExecutionProvider")
+    return providers
+
+
+def _providers(args: dict, model_config: dict, log, precision: str = "fp32") -> list:
+    """Providers for this instance from Triton's args and the config parameters."""
+    available = ort.get_available_providers()
+    kind = args.get("model_instance_kind", "CPU")
+    cache_dir = _parameter(model_config, "TRT_CACHE_DIR", "")
+    if cache_dir:
+        cache_dir = os.path.join(cache_dir, args["model_name"], str(args["model_version"]))
+        os.makedirs(cache_dir, exist_ok=True)
+    providers = choose_providers(
+        kind,
+        int(args.get("model_instance_device_id", 0)),
+        available,
+        tensorrt=_parameter(model_config, "ENABLE_TENSORRT", "false").lower() == "true",
+        fp16=precision == "fp16" or _parameter(model_config, "TRT_FP16", "false").lower() == "true",
+        cache_dir=cache_dir,
+    )
+    if kind == "GPU" and len(providers) == 1:
+        log.log_warn(f"GPU instance but onnxruntime offers only {available}; using CPU")
     return providers
 
 
@@ -108,7 +144,7 @@ class TritonPythonModel:
         self.session = ort.InferenceSession(
             str(version_dir / "model.onnx"),
             sess_options=options,
-            providers=_providers(args, model_config, self.log),
+            providers=_providers(args, model_config, self.log, classifier.get("precision", "fp32")),
         )
 
         probs, embedding = self._run(["probe"], with_embedding=True)
