@@ -164,6 +164,7 @@ def parse_share(text: str) -> float:
 
 def _rollout(model: str, repository: Path | None, triton_url: str | None):
     from trainer.rollout import Rollout
+    from worker.security import kafka_client_kwargs, triton_client_kwargs
 
     settings = TrainerSettings()
     return Rollout(
@@ -173,6 +174,8 @@ def _rollout(model: str, repository: Path | None, triton_url: str | None):
         bootstrap_servers=settings.kafka_bootstrap_servers,
         registry_topic=settings.registry_topic,
         grace_s=settings.rollout_grace_s,
+        kafka_security=kafka_client_kwargs(settings),
+        triton_tls=triton_client_kwargs(settings),
     )
 
 
@@ -364,7 +367,9 @@ def _triton_predict(
     import numpy as np
     import tritonclient.grpc as grpcclient
 
-    client = grpcclient.InferenceServerClient(url)
+    from worker.security import triton_client_kwargs
+
+    client = grpcclient.InferenceServerClient(url, **triton_client_kwargs(TrainerSettings()))
     probs, labels, served = [], [], ""
     try:
         for start in range(0, len(texts), batch_size):

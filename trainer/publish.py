@@ -10,9 +10,10 @@ before it unloads the old one, so traffic does not stop.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import structlog
@@ -75,6 +76,7 @@ def publish(
     triton_url: str,
     version: int | None = None,
     timeout_s: float = 120.0,
+    tls: Mapping[str, Any] | None = None,
 ) -> Published:
     """Load `version` (default: newest on disk) of `model` and prove it answers.
 
@@ -92,7 +94,7 @@ def publish(
             f"version {version} not found in {model_dir}: {list_versions(model_dir)}"
         )
 
-    client = grpcclient.InferenceServerClient(triton_url)
+    client = grpcclient.InferenceServerClient(triton_url, **(tls or {}))
     try:
         try:
             client.is_server_live(client_timeout=10)
@@ -159,6 +161,7 @@ def serve_versions(
     triton_url: str,
     versions: Sequence[int],
     timeout_s: float = 120.0,
+    tls: Mapping[str, Any] | None = None,
 ) -> dict[int, list[str]]:
     """Make Triton serve exactly `versions` of `model` (policy `specific`); returns their labels.
 
@@ -171,7 +174,7 @@ def serve_versions(
     missing = sorted(set(versions) - set(list_versions(model_dir)))
     if missing:
         raise PublishError(f"version(s) {missing} not found in {model_dir}")
-    client = grpcclient.InferenceServerClient(triton_url)
+    client = grpcclient.InferenceServerClient(triton_url, **(tls or {}))
     deadline = time.perf_counter() + timeout_s
     try:
         try:

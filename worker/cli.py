@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from worker.security import kafka_client_kwargs
 from worker.settings import get_settings
 from worker.stack.cli import app as stack_app
 
@@ -73,7 +74,15 @@ def produce(
                 key = None
             yield key, line
 
-    sent = asyncio.run(produce_messages(get_settings().kafka_bootstrap_servers, topic, messages()))
+    settings = get_settings()
+    sent = asyncio.run(
+        produce_messages(
+            settings.kafka_bootstrap_servers,
+            topic,
+            messages(),
+            security=kafka_client_kwargs(settings),
+        )
+    )
     console.print(f"produced {sent} messages to {topic}")
 
 
@@ -85,7 +94,10 @@ def tail(
     """Print what is on labelled topics now, as a table."""
     from worker.client import read_topics
 
-    records = asyncio.run(read_topics(get_settings().kafka_bootstrap_servers, topic))
+    settings = get_settings()
+    records = asyncio.run(
+        read_topics(settings.kafka_bootstrap_servers, topic, security=kafka_client_kwargs(settings))
+    )
     table = Table(title=f"{len(records)} records on {', '.join(topic)}")
     for column in ("id", "label", "confidence", "model", "text/meta"):
         table.add_column(column)
@@ -125,7 +137,13 @@ def drift_tail(
     from worker.drift_view import drift_table
 
     settings = get_settings()
-    records = asyncio.run(read_topics(settings.kafka_bootstrap_servers, [settings.drift_topic]))
+    records = asyncio.run(
+        read_topics(
+            settings.kafka_bootstrap_servers,
+            [settings.drift_topic],
+            security=kafka_client_kwargs(settings),
+        )
+    )
     reports = [orjson.loads(r.value) for r in records if r.value]
     if model:
         reports = [r for r in reports if r["model"]["name"] == model]

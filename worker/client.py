@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -20,10 +21,19 @@ class Record:
 
 
 async def produce(
-    bootstrap_servers: str, topic: str, messages: Iterable[tuple[bytes | None, bytes]]
+    bootstrap_servers: str,
+    topic: str,
+    messages: Iterable[tuple[bytes | None, bytes]],
+    *,
+    security: Mapping[str, Any] | None = None,
 ) -> int:
-    """Send (key, value) pairs and wait for every acknowledgement; returns the count sent."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5)
+    """Send (key, value) pairs and wait for every acknowledgement; returns the count sent.
+
+    `security`: `worker.security.kafka_client_kwargs(settings)` for TLS/SASL brokers.
+    """
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5, **(security or {})
+    )
     await producer.start()
     try:
         futures = [await producer.send(topic, value=value, key=key) for key, value in messages]
@@ -40,6 +50,7 @@ async def read_topics(
     expect: int | None = None,
     timeout_s: float = 60.0,
     settle_s: float = 0.0,
+    security: Mapping[str, Any] | None = None,
 ) -> list[Record]:
     """Read the topics from the beginning until `expect` records arrived (or the timeout).
 
@@ -51,6 +62,7 @@ async def read_topics(
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         group_id=None,
+        **(security or {}),
     )
     await consumer.start()
     try:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import structlog
@@ -61,8 +62,10 @@ class TritonClassifier:
         retry_initial_s: float = 0.2,
         retry_max_s: float = 5.0,
         with_embeddings: bool = False,
+        tls: Mapping[str, Any] | None = None,
     ) -> None:
         self._url = url
+        self._tls = dict(tls or {})  # `worker.security.triton_client_kwargs(settings)`
         self._outputs = ("PROBS", "LABELS", "EMBEDDING") if with_embeddings else ("PROBS", "LABELS")
         self._timeout_s = timeout_s
         self._retry_initial_s = retry_initial_s
@@ -72,7 +75,7 @@ class TritonClassifier:
     @property
     def client(self) -> grpcclient.InferenceServerClient:
         if self._client is None:
-            self._client = grpcclient.InferenceServerClient(self._url)
+            self._client = grpcclient.InferenceServerClient(self._url, **self._tls)
         return self._client
 
     async def close(self) -> None:

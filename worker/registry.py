@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import zlib
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -124,9 +124,12 @@ class RegistryReader:
     has been read, so a worker never labels a message before it knows which version serves.
     """
 
-    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+    def __init__(
+        self, bootstrap_servers: str, topic: str, security: Mapping[str, Any] | None = None
+    ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
+        self.security = dict(security or {})
         self.entries: dict[str, ModelEntry] = {}
         self._task: asyncio.Task | None = None
         self._caught_up = asyncio.Event()
@@ -173,6 +176,7 @@ class RegistryReader:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             group_id=None,
+            **self.security,
         )
         await consumer.start()
         try:
@@ -195,9 +199,11 @@ class RegistryReader:
             await consumer.stop()
 
 
-async def read_registry(bootstrap_servers: str, topic: str) -> dict[str, ModelEntry]:
+async def read_registry(
+    bootstrap_servers: str, topic: str, security: Mapping[str, Any] | None = None
+) -> dict[str, ModelEntry]:
     """The registry as it is now (for the trainer's commands)."""
-    reader = RegistryReader(bootstrap_servers, topic)
+    reader = RegistryReader(bootstrap_servers, topic, security)
     try:
         await reader.ready()
         return dict(reader.entries)
@@ -208,9 +214,14 @@ async def read_registry(bootstrap_servers: str, topic: str) -> dict[str, ModelEn
                 await reader._task
 
 
-async def write_entry(bootstrap_servers: str, topic: str, entry: ModelEntry) -> None:
+async def write_entry(
+    bootstrap_servers: str,
+    topic: str,
+    entry: ModelEntry,
+    security: Mapping[str, Any] | None = None,
+) -> None:
     """Publish a model's new entry and wait until the broker has it."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", **(security or {}))
     await producer.start()
     try:
         await producer.send_and_wait(

@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker.security import KafkaSecurity, TritonTLS
+
 
 class Route(BaseModel):
     """One classification path: source topic -> Triton model -> sink topic."""
@@ -23,8 +25,12 @@ DEFAULT_ROUTES = [
 ]
 
 
-class WorkerSettings(BaseSettings):
-    """Settings of the worker and of the embedded local stack (`worker stack ...`)."""
+class WorkerSettings(BaseSettings, KafkaSecurity, TritonTLS):
+    """Settings of the worker and of the embedded local stack (`worker stack ...`).
+
+    Kafka TLS/SASL and Triton TLS fields come from `worker/security.py` (`KAFKA_SECURITY_*`,
+    `KAFKA_SASL_*`, `KAFKA_SSL_*`, `TRITON_SSL`, ...).
+    """
 
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 

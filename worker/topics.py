@@ -14,6 +14,7 @@ import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
+from worker.security import kafka_client_kwargs
 from worker.settings import WorkerSettings
 
 log = structlog.get_logger(__name__)
@@ -39,7 +40,9 @@ async def ensure_topics(
     """Create missing topics (existing ones are left alone) and wait until all have leaders."""
     names = topic_names(settings, extra)
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=int(timeout * 1000)
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        request_timeout_ms=int(timeout * 1000),
+        **kafka_client_kwargs(settings),
     )
     await admin.start()
     try:

@@ -20,14 +20,14 @@ def steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     calls: list[tuple] = []
     registry: dict = {}
 
-    def serve(model, repository, url, versions, timeout_s=120.0):
+    def serve(model, repository, url, versions, timeout_s=120.0, tls=None):
         calls.append(("serve", sorted(versions)))
         return {v: ["a", "b"] for v in versions}
 
-    async def read(bootstrap, topic):
+    async def read(bootstrap, topic, security=None):
         return dict(registry)
 
-    async def write(bootstrap, topic, entry):
+    async def write(bootstrap, topic, entry, security=None):
         calls.append(("write", entry.event, entry.active, entry.candidate))
         registry[entry.model] = entry
 
