@@ -13,6 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.integration.malformed import MAX_BYTES as MAX_MESSAGE_BYTES
+from tests.integration.malformed import MAX_TEXT, generate
 from worker import validation
 from worker.labelling import labelled_record
 from worker.messages import RawMessage
@@ -210,3 +212,17 @@ def test_nesting_depth() -> None:
     assert nesting_depth({}, 5) == 1
     assert nesting_depth({"a": [1, {"b": []}]}, 5) == 4
     assert nesting_depth(nested(50), 10) == 11
+
+
+def test_generated_corpus_gets_exactly_the_expected_reasons() -> None:
+    """The integration corpus, checked here against `validate` alone (no broker): every case
+    gets its reason and detail, every kind is present and (key, value) pairs are unique."""
+    corpus = generate(1200)
+    assert len({(case.key, case.value) for case in corpus}) == len(corpus)
+    assert len({case.kind for case in corpus}) == 12
+    for case in corpus:
+        raw = RawMessage("news.raw", 0, 1, case.key, case.value, 1_700_000_000.0)
+        outcome = validate(raw, max_bytes=MAX_MESSAGE_BYTES, max_text_chars=MAX_TEXT)
+        assert isinstance(outcome, Rejection), case
+        assert outcome.type == case.reason, (case.kind, outcome)
+        assert case.detail in outcome.detail, (case.kind, outcome)
