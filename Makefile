@@ -19,6 +19,8 @@ install: $(STAMP)
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/hadolint docker/*.Dockerfile
+	$(VENV)/bin/docker-compose --profile trainer config --quiet
 
 unit: install
 	$(VENV)/bin/pytest -m "not integration"
