@@ -27,6 +27,17 @@ console = Console()
 TaskName = StrEnum("TaskName", {name: name for name in TASKS})
 
 
+def _model_dir(repository: Path | None, name: str) -> Path:
+    """The model's directory, or exit 2 with the reason when the name escapes the repository."""
+    from trainer.repository import UnsafeModelName, model_path
+
+    try:
+        return model_path(Path(repository or TrainerSettings().repository), name)
+    except UnsafeModelName as exc:
+        console.print(f"[red]refused:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from exc
+
+
 @app.command()
 def train(
     task: Annotated[TaskName, typer.Option(help="Task preset (labels and model name).")],
@@ -93,6 +104,8 @@ def train(
     from trainer.repository import RepositoryError
     from trainer.train import train_and_export
 
+    if model is not None:
+        _model_dir(repository, model)
     if quantize not in (None, "int8") or precision not in (None, "fp32", "fp16"):
         console.print('[red]--quantize takes "int8"; --precision takes "fp16" or "fp32"[/red]')
         raise typer.Exit(2)
@@ -167,6 +180,7 @@ def _rollout(model: str, repository: Path | None, triton_url: str | None):
     from worker.security import kafka_client_kwargs, triton_client_kwargs
 
     settings = TrainerSettings()
+    _model_dir(repository, model)
     return Rollout(
         model=model,
         repository=Path(repository or settings.repository),
@@ -311,7 +325,7 @@ def gpu_config(
     names = models or [entry["model"] for entry in list_models(root)]
     for name in names:
         path = write_gpu_config(
-            root / name,
+            _model_dir(root, name),
             name,
             instance_count=instances,
             max_batch_size=max_batch_size,
@@ -329,7 +343,7 @@ def show(
     """One version's scores, provenance (created, data fingerprint, base model) and files."""
     from trainer.repository import RepositoryError, list_versions, version_info
 
-    model_dir = (repository or TrainerSettings().repository) / name
+    model_dir = _model_dir(repository, name)
     try:
         info = version_info(model_dir, version)
     except RepositoryError as exc:
@@ -421,6 +435,7 @@ def evaluate(
     from trainer.onnx_runner import OnnxClassifier
     from trainer.repository import RepositoryError, latest_version, list_versions
 
+    model_dir = _model_dir(repository, model)
     started = time.perf_counter()
     try:
         if triton_url:
@@ -438,7 +453,6 @@ def evaluate(
                 raise typer.Exit(1) from exc
             source = f"triton {triton_url}"
         else:
-            model_dir = (repository or TrainerSettings().repository) / model
             served = str(version or latest_version(model_dir) or "")
             if not served or int(served) not in list_versions(model_dir):
                 raise RepositoryError(

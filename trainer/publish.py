@@ -22,7 +22,7 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
-from trainer.repository import latest_version, list_versions, model_config_path
+from trainer.repository import latest_version, list_versions, model_config_path, model_path
 from trainer.settings import TrainerSettings
 
 log = structlog.get_logger(__name__)
@@ -83,7 +83,7 @@ def publish(
     `repository` is this machine's view of Triton's model repository (for the version list and
     config.pbtxt); Triton itself reads the files from its own path to the same directory.
     """
-    model_dir = Path(repository) / model
+    model_dir = model_path(Path(repository), model)
     pin = version
     if version is None:
         version = latest_version(model_dir)
@@ -170,7 +170,7 @@ def serve_versions(
     before teardown is done, the repository index is polled until they are gone. A version
     that fails to load raises PublishError and leaves what was serving untouched.
     """
-    model_dir = Path(repository) / model
+    model_dir = model_path(Path(repository), model)
     missing = sorted(set(versions) - set(list_versions(model_dir)))
     if missing:
         raise PublishError(f"version(s) {missing} not found in {model_dir}")

@@ -12,6 +12,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -34,6 +35,33 @@ _SOURCE_MODEL_PY = Path(__file__).resolve().parents[1] / "triton_models" / MODEL
 
 class RepositoryError(RuntimeError):
     """The repository layout is not what Triton (or the trainer) needs."""
+
+
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+class UnsafeModelName(ValueError):
+    """A model name that is not one plain directory inside the repository: it could make the
+    trainer write or Triton load files elsewhere (`../x`, `/etc`, `a/b`, a symlink out)."""
+
+
+def model_path(repository: Path, name: str) -> Path:
+    """`repository / name`, once `name` is one plain directory name that stays inside.
+
+    Every trainer command that takes a model name goes through this before touching files.
+    """
+    if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
+        raise UnsafeModelName(
+            f"model name {name!r} is not allowed: use 1-128 letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit (no paths)"
+        )
+    root = Path(repository).resolve()
+    resolved = (root / name).resolve()
+    if resolved.parent != root:
+        raise UnsafeModelName(
+            f"model {name!r} resolves to {resolved}, outside the repository {root}"
+        )
+    return Path(repository) / name
 
 
 def list_versions(model_dir: Path) -> list[int]:
@@ -271,7 +299,7 @@ def write_version(
     first, the next free number is used.
     """
     repository = Path(repository)
-    model_dir = repository / model_name
+    model_dir = model_path(repository, model_name)
     model_dir.mkdir(parents=True, exist_ok=True)
     ensure_config(model_dir, model_name)
     model_py = find_model_py(repository)

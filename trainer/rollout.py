@@ -21,7 +21,7 @@ import orjson
 import structlog
 
 from trainer.publish import PublishError, serve_versions
-from trainer.repository import latest_version, list_versions
+from trainer.repository import latest_version, list_versions, model_path
 from worker.registry import Candidate, ModelEntry, read_registry, write_entry
 
 log = structlog.get_logger(__name__)
@@ -44,6 +44,9 @@ class Rollout:
     """`worker.security.kafka_client_kwargs(settings)`: TLS/SASL for the registry topic."""
     triton_tls: dict[str, Any] = field(default_factory=dict)
     """`worker.security.triton_client_kwargs(settings)`: TLS for Triton's gRPC channel."""
+
+    def __post_init__(self) -> None:
+        model_path(self.repository, self.model)  # a name that escapes the repository is refused
 
     def current(self) -> ModelEntry | None:
         entries = asyncio.run(

@@ -56,6 +56,7 @@ from trainer.repository import (
     gpu_render_options,
     instance_kind,
     latest_version,
+    model_path,
     prune_versions,
     write_config,
     write_version,
@@ -447,7 +448,8 @@ def train_and_export(
     repository = Path(repository or settings.repository)
     model_name = model_name or spec.default_model_name
     run_log = log.bind(task=spec.name, model=model_name)
-    check_label_set(repository / model_name, spec.labels, allow_change=new_model)
+    # model_path refuses names that escape the repository, before any training time is spent.
+    check_label_set(model_path(repository, model_name), spec.labels, allow_change=new_model)
     fingerprint = data_fingerprint(Path(data))
 
     set_seed(opts.seed)
