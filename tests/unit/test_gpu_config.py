@@ -141,3 +141,21 @@ def test_fp16_versions_get_fp16_engines(model_py, monkeypatch) -> None:
     fp32 = model_py._providers({**args, "model_version": "1"}, config, Log(), "fp32")
     assert fp16[0][1]["trt_fp16_enable"] is True
     assert fp32[0][1]["trt_fp16_enable"] is False
+
+
+def test_trainer_gpu_config_command_writes_every_model(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from trainer.cli import app
+
+    for name in ("news_topic", "review_sentiment"):
+        repo.ensure_config(tmp_path / name, name)
+    result = CliRunner().invoke(
+        app, ["gpu-config", "--repository", str(tmp_path), "--instances", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    for name in ("news_topic", "review_sentiment"):
+        config = parse((tmp_path / name / "configs" / "gpu.pbtxt").read_text())
+        assert [(g.kind, g.count) for g in config.instance_group] == [(GPU, 2)]
+        assert (tmp_path / name / "warmup" / "text").is_file()
+        assert parse((tmp_path / name / "config.pbtxt").read_text()).instance_group[0].kind != GPU
