@@ -73,8 +73,39 @@ def ensure_models(repository: Path) -> None:
             )
 
 
-async def _drive(client, model: str, request, batch: int, concurrency: int, seconds: float):
-    """texts/s of `concurrency` loops sending the same pre-built request for `seconds`."""
+async def triton_counters(url: str, model: str) -> dict[str, int]:
+    """Triton's own cumulative counters for `model`: texts, executions, compute time (ns)."""
+    import tritonclient.grpc.aio as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        stats = await client.get_inference_statistics(model, as_json=True)
+    finally:
+        await client.close()
+    totals = {"texts": 0, "executions": 0, "compute_ns": 0}
+    for version in stats.get("model_stats", []):
+        totals["texts"] += int(version.get("inference_count", 0))
+        totals["executions"] += int(version.get("execution_count", 0))
+        inference = version.get("inference_stats", {})
+        for part in ("compute_input", "compute_infer", "compute_output"):
+            totals["compute_ns"] += int(inference.get(part, {}).get("ns", 0))
+    return totals
+
+
+def triton_share(before: dict[str, int], after: dict[str, int], seconds: float) -> dict:
+    """How busy Triton's model was in a phase, and what one text and one execution cost."""
+    texts = after["texts"] - before["texts"]
+    executions = after["executions"] - before["executions"]
+    compute_s = (after["compute_ns"] - before["compute_ns"]) / 1e9
+    return {
+        "busy": compute_s / seconds if seconds else 0.0,
+        "ms_per_text": 1000 * compute_s / texts if texts else None,
+        "texts_per_execution": texts / executions if executions else None,
+    }
+
+
+async def _drive(client, model: str, requests: list, batch: int, concurrency: int, seconds: float):
+    """texts/s of `concurrency` loops cycling through pre-built requests for `seconds`."""
     import tritonclient.grpc.aio as grpcclient
 
     outputs = [grpcclient.InferRequestedOutput("PROBS")]
@@ -82,30 +113,46 @@ async def _drive(client, model: str, request, batch: int, concurrency: int, seco
     deadline = time.perf_counter() + seconds
     started = time.perf_counter()
 
-    async def loop() -> None:
+    async def loop(offset: int) -> None:
         nonlocal done
+        index = offset
         while time.perf_counter() < deadline:
-            await client.infer(model, [request], outputs=outputs)
+            await client.infer(model, [requests[index % len(requests)]], outputs=outputs)
             done += batch
+            index += 1
 
-    await asyncio.gather(*(loop() for _ in range(concurrency)))
+    await asyncio.gather(*(loop(i) for i in range(concurrency)))
     return done / (time.perf_counter() - started)
 
 
 async def limit(url: str, model: str, texts: list[str], seconds: float) -> dict:
-    """Best texts/s over batch sizes and concurrencies, requests built before timing."""
+    """Best texts/s over batch sizes and concurrencies, requests built before timing.
+
+    The requests hold consecutive texts of the same list the pipeline sends, so padding (a
+    batch is as long as its longest text) costs the limit what it costs the pipeline.
+    """
     import tritonclient.grpc.aio as grpcclient
 
     client = grpcclient.InferenceServerClient(url)
     results = []
     try:
         for batch in (16, 32, 64):
-            data = np.array([[t.encode()] for t in texts[:batch]], dtype=np.object_)
-            request = grpcclient.InferInput("TEXT", list(data.shape), "BYTES")
-            request.set_data_from_numpy(data)
+            requests = []
+            for start in range(0, len(texts) - batch + 1, batch):
+                data = np.array([[t.encode()] for t in texts[start : start + batch]], np.object_)
+                request = grpcclient.InferInput("TEXT", list(data.shape), "BYTES")
+                request.set_data_from_numpy(data)
+                requests.append(request)
             for concurrency in (1, 2, 4):
-                rate = await _drive(client, model, request, batch, concurrency, seconds)
-                results.append({"batch": batch, "concurrency": concurrency, "texts_per_s": rate})
+                before = await triton_counters(url, model)
+                started = time.perf_counter()
+                rate = await _drive(client, model, requests, batch, concurrency, seconds)
+                share = triton_share(
+                    before, await triton_counters(url, model), time.perf_counter() - started
+                )
+                results.append(
+                    {"batch": batch, "concurrency": concurrency, "texts_per_s": rate, **share}
+                )
     finally:
         await client.close()
     best = max(results, key=lambda r: r["texts_per_s"])
@@ -143,8 +190,19 @@ async def wait_count(bootstrap: str, topic: str, count: int, timeout_s: float) -
     return await read_topics(bootstrap, [topic], expect=count, timeout_s=timeout_s)
 
 
-async def pipeline_run(settings, state: Path, model: str, count: int, max_batch: int) -> dict:
-    """Throughput of a fresh worker draining `count` messages (worker start-up excluded)."""
+async def pipeline_run(
+    settings,
+    state: Path,
+    model: str,
+    count: int,
+    max_batch: int,
+    profile_pids: dict[str, int] | None = None,
+) -> dict:
+    """Throughput of a fresh worker draining `count` messages (worker start-up excluded).
+
+    With `profile_pids` ({"name": pid}, the worker added as "worker"), py-spy samples each of
+    them while the backlog drains and the summaries are returned under "profile".
+    """
     from worker.client import produce
     from worker.topics import ensure_topics
 
@@ -165,10 +223,14 @@ async def pipeline_run(settings, state: Path, model: str, count: int, max_batch:
             (f"{tag}-{i}".encode(), orjson.dumps({"id": f"{tag}-{i}", "text": t}))
             for i, t in enumerate(texts)
         ]
+        before = await triton_counters(settings.triton_url, model)
         started = time.perf_counter()
         await produce(bootstrap, route["source"], messages)
+        spies = _start_profiles(profile_pids, worker.pid, state, tag, count)
         found = await wait_count(bootstrap, route["sink"], count + 1, 1800)
         elapsed = time.perf_counter() - started
+        triton = triton_share(before, await triton_counters(settings.triton_url, model), elapsed)
+        profiles = _finish_profiles(spies)
         if len(found) < count + 1:
             raise RuntimeError(f"only {len(found) - 1} of {count} labelled")
         rate = count / elapsed
@@ -177,13 +239,57 @@ async def pipeline_run(settings, state: Path, model: str, count: int, max_batch:
             latency = await paced_latency(
                 bootstrap, route, tag, model, rate / 2, seconds=20, already=len(found)
             )
-        return {"messages": count, "seconds": elapsed, "msgs_per_s": rate, "latency": latency}
+        result = {
+            "messages": count,
+            "seconds": elapsed,
+            "msgs_per_s": rate,
+            "triton": triton,
+            "latency": latency,
+        }
+        if profiles:
+            result["profile"] = profiles
+        return result
     finally:
         worker.send_signal(signal.SIGTERM)
         try:
             worker.wait(timeout=30)
         except subprocess.TimeoutExpired:
             worker.kill()
+
+
+def _start_profiles(
+    pids: dict[str, int] | None, worker_pid: int, state: Path, tag: str, count: int
+) -> dict[str, tuple]:
+    """py-spy on each process for roughly the middle of the drain (estimated at 100 msg/s)."""
+    import profiling as profile
+
+    if pids is None:
+        return {}
+    seconds = max(5, min(60, count // 200))
+    spies = {}
+    for name, pid in {**pids, "worker": worker_pid}.items():
+        out = state / f"profile-{tag}-{name}.txt"
+        spy = profile.record(pid, seconds, out)
+        if spy is not None:
+            stages = profile.WORKER_STAGES if name == "worker" else profile.STUB_STAGES
+            spies[name] = (spy, out, stages)
+    return spies
+
+
+def _finish_profiles(spies: dict[str, tuple]) -> dict:
+    import profiling as profile
+
+    summaries = {}
+    for name, (spy, out, stages) in spies.items():
+        spy.wait(timeout=120)
+        if out.exists():
+            summary = profile.summarise(out, stages)
+            summaries[name] = {
+                "samples": summary.samples,
+                "stages": summary.stages,
+                "top_own": summary.top_own,
+            }
+    return summaries
 
 
 async def paced_latency(
@@ -240,6 +346,12 @@ def main(
     ] = 1_000,
     limit_seconds: Annotated[float, typer.Option(help="Seconds per limit grid cell")] = 4.0,
     out: Annotated[Path, typer.Option(help="JSON results")] = ROOT / "bench" / "results.json",
+    models: Annotated[
+        list[str] | None, typer.Option("--model", help="Only this model (repeatable)")
+    ] = None,
+    profile: Annotated[
+        bool, typer.Option(help="py-spy the worker and the model's Triton stub while it drains")
+    ] = False,
 ) -> None:
     from worker.logging import configure_logging
     from worker.settings import WorkerSettings
@@ -258,12 +370,20 @@ def main(
     try:
         asyncio.run(stack.up(load_models=list(DATA)))
         live = stack.settings
-        for model in DATA:
+        for model in models or list(DATA):
             console.print(f"[cyan]{model}: limit …")
-            texts = texts_for(model, 64)
+            texts = texts_for(model, 64 * 16)
             lim = asyncio.run(limit(live.triton_url, model, texts, limit_seconds))
             console.print(f"[cyan]{model}: pipeline ({messages} messages) …")
-            pipe = asyncio.run(pipeline_run(live, state, model, messages, live.max_batch))
+            pids = None
+            if profile:
+                import profiling
+
+                stub = profiling.stub_pid(stack.triton.pid, model)
+                pids = {"triton stub": stub} if stub else {}
+            pipe = asyncio.run(
+                pipeline_run(live, state, model, messages, live.max_batch, profile_pids=pids)
+            )
             console.print(f"[cyan]{model}: naive ({naive_messages} messages, MAX_BATCH=1) …")
             naive = asyncio.run(pipeline_run(live, state, model, naive_messages, 1))
             results["models"][model] = {
@@ -305,6 +425,30 @@ def show(results: dict) -> None:
             "/".join(f"{latency.get(k, float('nan')):.0f}" for k in ("p50_ms", "p95_ms", "p99_ms")),
         )
     console.print(table)
+    stages = Table(title="Triton's model during each phase (its own statistics)")
+    for column in ("model", "phase", "busy", "compute ms/text", "texts/execution"):
+        stages.add_column(column, justify="right")
+    for model, r in results["models"].items():
+        phases = {
+            "limit (best)": r["limit"]["best"],
+            "pipeline": r["pipeline"].get("triton", {}),
+            "naive": r["naive"].get("triton", {}),
+        }
+        for phase, t in phases.items():
+            stages.add_row(
+                model,
+                phase,
+                f"{t.get('busy', float('nan')):.0%}",
+                f"{t.get('ms_per_text') or float('nan'):.2f}",
+                f"{t.get('texts_per_execution') or float('nan'):.1f}",
+            )
+    console.print(stages)
+    for model, r in results["models"].items():
+        for name, summary in r["pipeline"].get("profile", {}).items():
+            stages = ", ".join(f"{stage} {share:.0%}" for stage, share in summary["stages"].items())
+            own = ", ".join(f"{func} {share:.0%}" for func, share in summary["top_own"][:5])
+            console.print(f"[bold]{model} / {name}[/] ({summary['samples']} samples): {stages}")
+            console.print(f"  most own time: {own}")
 
 
 if __name__ == "__main__":

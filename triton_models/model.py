@@ -129,10 +129,12 @@ class TritonPythonModel:
 
         self.tokenizer = Tokenizer.from_file(str(version_dir / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length=max_length)
+        self.tokenizer.no_padding()  # each length-sorted chunk is padded to its own longest
         pad_token = classifier.get("pad_token", "[PAD]")
-        pad_id = classifier.get("pad_id", self.tokenizer.token_to_id(pad_token) or 0)
-        self.tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token)
+        self.pad_id = int(classifier.get("pad_id", self.tokenizer.token_to_id(pad_token) or 0))
         self._encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
+        on_gpu = args.get("model_instance_kind") == "GPU"
+        self.rows_per_run = int(_parameter(model_config, "ROWS_PER_RUN", "64" if on_gpu else "16"))
 
         options = ort.SessionOptions()
         threads = int(_parameter(model_config, "INTRA_OP_THREADS", "0"))
@@ -160,16 +162,22 @@ class TritonPythonModel:
         )
 
     def _run(self, texts: list[str], with_embedding: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        encodings = self._encode(texts)
-        input_ids = np.array([encoding.ids for encoding in encodings], dtype=np.int64)
-        attention_mask = np.array(
-            [encoding.attention_mask for encoding in encodings], dtype=np.int64
-        )
+        """Outputs in input order, computed in length-sorted chunks of `rows_per_run` texts."""
+        ids = [encoding.ids for encoding in self._encode(texts)]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         names = [ONNX_PROBS, ONNX_EMBEDDING] if with_embedding else [ONNX_PROBS]
-        outputs = self.session.run(
-            names, {"input_ids": input_ids, "attention_mask": attention_mask}
-        )
-        return outputs[0], (outputs[1] if with_embedding else None)
+        results: list[list[np.ndarray]] = [[] for _ in names]
+        for start in range(0, len(order), self.rows_per_run):
+            chunk = [ids[i] for i in order[start : start + self.rows_per_run]]
+            input_ids, attention_mask = _pad(chunk, self.pad_id)
+            outputs = self.session.run(
+                names, {"input_ids": input_ids, "attention_mask": attention_mask}
+            )
+            for result, output in zip(results, outputs, strict=True):
+                result.append(output)
+        unsort = np.argsort(order)
+        stacked = [np.concatenate(result)[unsort] for result in results]
+        return stacked[0], (stacked[1] if with_embedding else None)
 
     def execute(self, requests: list) -> list:
         """Classify every text of the dynamic batch at once, then answer each request."""
@@ -214,6 +222,17 @@ class TritonPythonModel:
     def finalize(self) -> None:
         """Drop the session so its memory (and any GPU context) is released on unload."""
         self.session = None
+
+
+def _pad(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """input_ids and attention_mask of rows padded to the longest row."""
+    width = max(len(row) for row in rows)
+    input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    attention_mask = np.zeros((len(rows), width), dtype=np.int64)
+    for index, row in enumerate(rows):
+        input_ids[index, : len(row)] = row
+        attention_mask[index, : len(row)] = 1
+    return input_ids, attention_mask
 
 
 def _error_response(message: str, code: str = "INTERNAL"):
