@@ -14,6 +14,7 @@ One partition owner per model means one report per model and window, however man
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ import structlog
 from faust.types import EventT
 
 from worker import faust_fixes, metrics
+from worker.batching import Dispatcher
 from worker.drift import Thresholds
 from worker.drift_flow import DriftMonitor, batch_samples
 from worker.inference import Classifier, TritonClassifier, backoff_delays
@@ -71,39 +73,82 @@ def make_agent(
     settings: WorkerSettings,
     extras: Extras | None = None,
 ):
-    """The agent body for one route; a failed batch is retried whole, never skipped."""
+    """The agent body for one route.
 
-    async def classify(stream: faust.StreamT) -> None:
-        if pipeline.registry is not None:
-            await pipeline.registry.ready()  # know the serving versions before the first batch
-        async for events in stream.take_events(settings.max_batch, within=settings.max_wait_s):
-            raws = [_to_raw(e) for e in events]
+    Consumed events go to a `Dispatcher`, which keeps up to `BATCHES_IN_FLIGHT` batches at
+    Triton and publishes them in the order they were consumed. An event is acknowledged only
+    after its record is on Kafka; a failed batch is retried whole, never skipped.
+    """
+    route = pipeline.route
+
+    async def process(events: list[EventT]) -> tuple[BatchResult, list[OutRecord]]:
+        raws = [_to_raw(e) for e in events]
+        for delay in backoff_delays(settings.triton_retry_initial_s, settings.triton_retry_max_s):
+            try:
+                result = await pipeline.process(raws)
+                return result, extras(result) if extras else []
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("batch_failed", route=route.source, stage="infer", retry_in_s=delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("backoff_delays never ends")
+
+    def finisher(stream: faust.StreamT):
+        async def finish(events: list[EventT], outcome: tuple[BatchResult, list[OutRecord]]):
+            result, extra = outcome
             delays = backoff_delays(settings.triton_retry_initial_s, settings.triton_retry_max_s)
             for delay in delays:
                 try:
-                    result = await pipeline.process(raws)
-                    extra = extras(result) if extras else []
                     await publish([*result.records, *extra], topics)
                     break
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    log.exception("batch_failed", route=pipeline.route.source, retry_in_s=delay)
+                    log.exception(
+                        "batch_failed", route=route.source, stage="publish", retry_in_s=delay
+                    )
                     await asyncio.sleep(delay)
-            route = pipeline.route
+            for event in events:
+                await stream.ack(event)
             metrics.observe_batch(
-                route.source, route.model, len(raws), result, settings.deadletter_topic
+                route.source, route.model, len(events), result, settings.deadletter_topic
             )
             log.info(
                 "batch",
-                route=pipeline.route.source,
-                model=pipeline.route.model,
-                size=len(raws),
+                route=route.source,
+                model=route.model,
+                size=len(events),
                 labelled=result.labelled,
                 dead_letters=result.rejected,
                 versions=sorted(result.versions),
                 inference_ms=round(result.inference_ms, 2),
             )
+
+        return finish
+
+    async def classify(stream: faust.StreamT) -> None:
+        if pipeline.registry is not None:
+            await pipeline.registry.ready()  # know the serving versions before the first batch
+        dispatcher = Dispatcher(
+            max_batch=settings.max_batch,
+            in_flight=settings.batches_in_flight,
+            process=process,
+            finish=finisher(stream),
+        )
+        async with dispatcher:
+            try:
+                async for events in stream.noack_take(
+                    settings.max_batch, within=settings.max_wait_s
+                ):
+                    await dispatcher.add(events)
+            finally:
+                # Stopping: let the batches in flight publish and acknowledge, so the commit
+                # on stop covers them; whatever is not done in time is consumed again.
+                with contextlib.suppress(asyncio.TimeoutError, RuntimeError):
+                    await asyncio.wait_for(
+                        asyncio.shield(dispatcher.drain()), settings.drain_timeout_s
+                    )
 
     return classify
 

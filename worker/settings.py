@@ -84,6 +84,16 @@ class WorkerSettings(BaseSettings, KafkaSecurity, TritonTLS):
     # Batching
     max_batch: int = Field(64, ge=1, description="Largest micro-batch sent to Triton in one call.")
     max_wait_ms: int = Field(20, ge=0, description="Longest wait to fill a micro-batch.")
+    batches_in_flight: int = Field(
+        2,
+        ge=1,
+        description="Batches of one route at Triton at once (published in consumption order).",
+    )
+    drain_timeout_s: float = Field(
+        10.0,
+        ge=0,
+        description="On shutdown, how long batches in flight may take to publish before the stop.",
+    )
 
     # Validation
     max_message_bytes: int = Field(64 * 1024, ge=1, description="Raw message size limit.")

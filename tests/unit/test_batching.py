@@ -1,6 +1,8 @@
+import asyncio
+
 import pytest
 
-from worker.batching import chunks, halves, prepare_batch
+from worker.batching import Dispatcher, chunks, halves, prepare_batch
 from worker.messages import RawMessage
 from worker.validation import Rejection, validate
 
@@ -29,3 +31,97 @@ def test_chunks_respect_size():
 
 def test_halves():
     assert halves([1, 2, 3]) == ([1], [2, 3])
+
+
+class Recorder:
+    """process/finish for a Dispatcher that records what happened, in which order."""
+
+    def __init__(self, delays: dict[int, float] | None = None) -> None:
+        self.delays = delays or {}
+        self.batches: list[list[int]] = []
+        self.finished: list[list[int]] = []
+        self.running = 0
+        self.most_running = 0
+
+    async def process(self, batch: list[int]) -> int:
+        self.batches.append(list(batch))
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            await asyncio.sleep(self.delays.get(batch[0], 0.01))
+        finally:
+            self.running -= 1
+        return sum(batch)
+
+    async def finish(self, batch: list[int], total: int) -> None:
+        assert total == sum(batch)
+        self.finished.append(list(batch))
+
+
+def dispatcher(rec: Recorder, max_batch: int = 4, in_flight: int = 2) -> Dispatcher:
+    return Dispatcher(
+        max_batch=max_batch, in_flight=in_flight, process=rec.process, finish=rec.finish
+    )
+
+
+async def test_batches_finish_in_the_order_they_left_even_when_later_ones_are_faster():
+    rec = Recorder(delays={0: 0.2, 1: 0.01})  # the first batch is slow, the second fast
+    async with dispatcher(rec, max_batch=1, in_flight=2) as d:
+        await d.add([0])
+        await d.add([1])
+        await d.drain()
+    assert rec.batches == [[0], [1]]
+    assert rec.most_running == 2, "both batches were in flight at once"
+    assert rec.finished == [[0], [1]]
+
+
+async def test_a_lone_message_leaves_at_once_and_a_backlog_leaves_in_full_batches():
+    rec = Recorder()
+    async with dispatcher(rec, max_batch=4, in_flight=1) as d:
+        await d.add([0])
+        await asyncio.sleep(0.001)
+        assert rec.batches == [[0]], "no timer: an idle dispatcher sends a lone message now"
+        await d.add(list(range(1, 4)))
+        await d.add(list(range(4, 11)))  # arrives while the first batch is in flight
+        await d.drain()
+    assert rec.batches[0] == [0]
+    assert [len(b) for b in rec.batches[1:]] == [4, 4, 2]
+    assert [i for b in rec.finished for i in b] == list(range(11))
+
+
+async def test_in_flight_is_bounded_and_add_blocks_while_a_full_batch_waits():
+    rec = Recorder(delays={i: 0.05 for i in range(100)})
+    async with dispatcher(rec, max_batch=2, in_flight=2) as d:
+        for i in range(0, 20, 2):
+            await d.add([i, i + 1])
+            assert d.unfinished <= 2 * 2 + 2 + 2, "in flight + one waiting batch + this add"
+        await d.drain()
+    assert rec.most_running == 2
+    assert [i for b in rec.finished for i in b] == list(range(20))
+
+
+async def test_a_failing_batch_is_raised_to_the_caller_and_never_finished():
+    async def boom(batch: list[int]) -> int:
+        raise ValueError("bug")
+
+    finished: list = []
+
+    async def finish(batch: list[int], result: int) -> None:
+        finished.append(batch)
+
+    async with Dispatcher(max_batch=2, in_flight=1, process=boom, finish=finish) as d:
+        await d.add([1])
+        with pytest.raises(RuntimeError, match="dispatcher failed"):
+            await d.drain()
+        with pytest.raises(RuntimeError):
+            await d.add([2])
+    assert finished == []
+
+
+async def test_close_cancels_batches_in_flight_without_finishing_them():
+    rec = Recorder(delays={0: 10.0})
+    async with dispatcher(rec, max_batch=1, in_flight=1) as d:
+        await d.add([0])
+        await asyncio.sleep(0.01)
+    assert rec.batches == [[0]]
+    assert rec.finished == [] and rec.running == 0
