@@ -2,6 +2,10 @@
 
 No Docker on the dev machines: the broker jars are resolved once with mvn into a cache outside
 the clone, and the broker runs as a plain `java` child process with its data in the state dir.
+
+With `KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT` the client listener requires SASL (PLAIN,
+SCRAM-SHA-256, SCRAM-SHA-512) with `KAFKA_SASL_USERNAME` / `KAFKA_SASL_PASSWORD` as the one user;
+the SCRAM credentials are stored when the storage is formatted. The default stays PLAINTEXT.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient
 
+from worker.security import kafka_client_kwargs
 from worker.stack.process import Command, ManagedProcess
 from worker.stack.state import HOST, StackError, free_ports, port_free, port_open
 
@@ -29,6 +34,7 @@ log = structlog.get_logger(__name__)
 
 POM = Path(__file__).with_name("kafka-pom.xml")
 NODE_ID = 1
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 
 LOG4J2_YAML = """\
 Configuration:
@@ -114,7 +120,9 @@ class LocalKafka(ManagedProcess):
         if self.port is None or not port_open(self.port):
             return False
         admin = AIOKafkaAdminClient(
-            bootstrap_servers=self.bootstrap_servers, request_timeout_ms=5000
+            bootstrap_servers=self.bootstrap_servers,
+            request_timeout_ms=5000,
+            **kafka_client_kwargs(self.settings),
         )
         try:
             with _quiet_aiokafka():
@@ -178,17 +186,48 @@ class LocalKafka(ManagedProcess):
                     f"delete {self.state.path} and {self.dir} for a fresh broker"
                 )
 
+    @property
+    def sasl(self) -> bool:
+        """Whether the client listener requires SASL (the settings' protocol says so)."""
+        protocol = self.settings.kafka_security_protocol
+        if protocol not in ("PLAINTEXT", "SASL_PLAINTEXT"):
+            raise StackError(f"the local Kafka serves PLAINTEXT or SASL_PLAINTEXT, not {protocol}")
+        return protocol == "SASL_PLAINTEXT"
+
+    def _sasl_props(self) -> dict[str, str]:
+        """One user, known to PLAIN (JAAS) and SCRAM (stored at format); the broker's own
+        inter-broker connection logs in as that user with PLAIN."""
+        user = self.settings.kafka_sasl_username
+        secret = self.settings.kafka_sasl_password
+        assert user and secret  # KafkaSecurity requires both for SASL_*
+        password = secret.get_secret_value()
+        plain = (
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="{user}" password="{password}" user_{user}="{password}";'
+        )
+        scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        return {
+            "sasl.enabled.mechanisms": ",".join(SCRAM_MECHANISMS + ("PLAIN",)),
+            "sasl.mechanism.inter.broker.protocol": "PLAIN",
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config": plain,
+            **{
+                f"listener.name.sasl_plaintext.{m.lower()}.sasl.jaas.config": scram
+                for m in SCRAM_MECHANISMS
+            },
+        }
+
     def _write_config(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        client = "SASL_PLAINTEXT" if self.sasl else "PLAINTEXT"
         props = {
             "process.roles": "broker,controller",
             "node.id": NODE_ID,
             "controller.quorum.bootstrap.servers": f"{HOST}:{self.controller_port}",
-            "listeners": f"PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{HOST}:{self.port}",
+            "listeners": f"{client}://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}",
+            "advertised.listeners": f"{client}://{HOST}:{self.port}",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "inter.broker.listener.name": client,
+            "listener.security.protocol.map": f"CONTROLLER:PLAINTEXT,{client}:{client}",
             "log.dirs": self.data_dir,
             "num.partitions": self.settings.topic_partitions,
             "offsets.topic.replication.factor": 1,
@@ -197,9 +236,13 @@ class LocalKafka(ManagedProcess):
             "share.coordinator.state.topic.replication.factor": 1,
             "share.coordinator.state.topic.min.isr": 1,
             "group.initial.rebalance.delay.ms": 0,
+            **(self._sasl_props() if self.sasl else {}),
         }
         text = "".join(f"{key}={value}\n" for key, value in props.items())
-        (self.dir / "server.properties").write_text(text)
+        config = self.dir / "server.properties"
+        config.touch(mode=0o600)
+        config.chmod(0o600)  # it may hold the SASL password
+        config.write_text(text)
         (self.dir / "log4j2.yaml").write_text(LOG4J2_YAML)
 
     def _format(self, java: str, libs: Path) -> None:
@@ -218,9 +261,29 @@ class LocalKafka(ManagedProcess):
                 cluster_id,
                 "-c",
                 str(self.dir / "server.properties"),
-            ]
+                *self._scram_users(),
+            ],
+            secrets=self._secrets(),
         )
         log.info("kafka storage formatted", cluster_id=cluster_id, data=str(self.data_dir))
+
+    def _secrets(self) -> tuple[str, ...]:
+        secret = self.settings.kafka_sasl_password
+        return (secret.get_secret_value(),) if self.sasl and secret else ()
+
+    def _scram_users(self) -> list[str]:
+        """`--add-scram` arguments: SCRAM credentials live in the cluster metadata."""
+        if not self.sasl:
+            return []
+        user = self.settings.kafka_sasl_username
+        secret = self.settings.kafka_sasl_password
+        assert user and secret
+        password = secret.get_secret_value()
+        return [
+            arg
+            for m in SCRAM_MECHANISMS
+            for arg in ("--add-scram", f"{m}=[name={user},password={password}]")
+        ]
 
     def _state_fields(self) -> dict[str, Any]:
         return {
@@ -245,12 +308,15 @@ def _require(tool: str, what: str) -> str:
     return path
 
 
-def _run(cmd: list[str]) -> str:
+def _run(cmd: list[str], secrets: tuple[str, ...] = ()) -> str:
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
-        raise StackError(
+        message = (
             f"{' '.join(cmd)} failed (exit {result.returncode}):\n{result.stdout}{result.stderr}"
         )
+        for secret in secrets:
+            message = message.replace(secret, "**********")
+        raise StackError(message)
     return result.stdout
 
 
