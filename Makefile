@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install test unit integration lint demo bench stack-up stack-down clean
+.PHONY: install test unit integration lint demo bench bench-profile bench-backlog stack-up stack-down clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -36,6 +36,12 @@ demo: install
 
 bench: install
 	$(PY) bench/run.py
+
+bench-profile: install
+	$(PY) bench/run.py --profile --messages 10000 --out bench/profile.json
+
+bench-backlog: install
+	$(PY) bench/backlog.py
 
 stack-up: install
 	$(VENV)/bin/worker stack up
