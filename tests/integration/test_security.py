@@ -1,13 +1,15 @@
-"""Kafka with SASL on the real path: a local broker whose only listener requires SASL (PLAIN,
-SCRAM-SHA-256, SCRAM-SHA-512), a real worker and the real Triton of the session stack.
+"""Kafka with SASL and with TLS on the real path: a local broker whose only listener requires
+SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512), or TLS; a real worker and the session's Triton.
 
-Right credentials: messages are labelled and dead-lettered as without SASL, and the password
-never appears in the worker's log. Wrong credentials: a clear authentication error, not a hang.
+Right credentials: messages are labelled and dead-lettered as without security, and the password
+never appears in the worker's log. Wrong credentials or an untrusted certificate: a clear error,
+not a hang.
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import sys
 import time
@@ -106,44 +108,44 @@ def stop(process: subprocess.Popen) -> None:
             process.wait()
 
 
-def test_worker_labels_through_sasl_and_never_logs_the_password(sasl_settings, tmp_path):
-    settings = sasl_settings.model_copy(update={"state_dir": tmp_path / "worker"})
+def label_through(
+    settings: WorkerSettings, env: dict[str, str], client: WorkerSettings, log: Path
+) -> str:
+    """Run a worker with `env`, send 40 valid and 5 malformed messages as `client`, check that
+    all 40 are labelled once and the 5 dead-lettered; return the worker's log."""
     news, reviews = settings.routes
-    log = tmp_path / "worker.log"
-    worker = start(settings, sasl_env(settings), log)
+    security = kafka_client_kwargs(client)
+    valid = {
+        news.source: [
+            (f"n-{i}".encode(), orjson.dumps({"id": f"n-{i}", "text": t}))
+            for i, t in enumerate(texts("news", 20))
+        ],
+        reviews.source: [
+            (f"r-{i}".encode(), orjson.dumps({"id": f"r-{i}", "text": t}))
+            for i, t in enumerate(texts("reviews", 20))
+        ],
+    }
+    bad = [(None, value) for value, _ in MALFORMED[:5]]
+    bootstrap = settings.kafka_bootstrap_servers
+
+    async def scenario():
+        await produce(bootstrap, news.source, valid[news.source] + bad, security=security)
+        await produce(bootstrap, reviews.source, valid[reviews.source], security=security)
+        labelled = await read_topics(
+            bootstrap,
+            [news.sink, reviews.sink],
+            expect=40,
+            timeout_s=180,
+            settle_s=2,
+            security=security,
+        )
+        dead = await read_topics(
+            bootstrap, [settings.deadletter_topic], expect=5, timeout_s=30, security=security
+        )
+        return labelled, dead
+
+    worker = start(settings, env, log)
     try:
-        # The client side logs in with PLAIN; the worker (Faust, registry, admin) with SCRAM.
-        client = settings.model_copy(update={"kafka_sasl_mechanism": "PLAIN"})
-        security = kafka_client_kwargs(client)
-        valid = {
-            news.source: [
-                (f"n-{i}".encode(), orjson.dumps({"id": f"n-{i}", "text": t}))
-                for i, t in enumerate(texts("news", 20))
-            ],
-            reviews.source: [
-                (f"r-{i}".encode(), orjson.dumps({"id": f"r-{i}", "text": t}))
-                for i, t in enumerate(texts("reviews", 20))
-            ],
-        }
-        bad = [(None, value) for value, _ in MALFORMED[:5]]
-        bootstrap = settings.kafka_bootstrap_servers
-
-        async def scenario():
-            await produce(bootstrap, news.source, valid[news.source] + bad, security=security)
-            await produce(bootstrap, reviews.source, valid[reviews.source], security=security)
-            labelled = await read_topics(
-                bootstrap,
-                [news.sink, reviews.sink],
-                expect=40,
-                timeout_s=180,
-                settle_s=2,
-                security=security,
-            )
-            dead = await read_topics(
-                bootstrap, [settings.deadletter_topic], expect=5, timeout_s=30, security=security
-            )
-            return labelled, dead
-
         labelled, dead = asyncio.run(scenario())
         assert worker.poll() is None, log.read_text()[-3000:]
     finally:
@@ -154,6 +156,14 @@ def test_worker_labels_through_sasl_and_never_logs_the_password(sasl_settings, t
     assert reasons == sorted(reason for _, reason in MALFORMED[:5])
     output = log.read_text()
     assert "batch" in output  # the worker did log its batches
+    return output
+
+
+def test_worker_labels_through_sasl_and_never_logs_the_password(sasl_settings, tmp_path):
+    settings = sasl_settings.model_copy(update={"state_dir": tmp_path / "worker"})
+    # The client side logs in with PLAIN; the worker (Faust, registry, admin) with SCRAM.
+    client = settings.model_copy(update={"kafka_sasl_mechanism": "PLAIN"})
+    output = label_through(settings, sasl_env(settings), client, tmp_path / "worker.log")
     assert PASSWORD not in output
 
 
@@ -194,3 +204,140 @@ def test_worker_with_wrong_password_exits_with_the_reason(sasl_settings, tmp_pat
     assert code != 0
     assert "uthentication" in output, output[-3000:]
     assert "not-the-password" not in output and PASSWORD not in output
+
+
+def make_certificates(directory: Path) -> None:
+    """A throw-away CA and a broker certificate for 127.0.0.1 signed by it (PEM, openssl)."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=directory)
+
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=labelstream test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    )
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "broker.key",
+        "-out",
+        "broker.csr",
+    )
+    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "broker.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-out",
+        "broker.pem",
+        "-extfile",
+        "san.ext",
+    )
+    key, cert = (directory / "broker.key").read_text(), (directory / "broker.pem").read_text()
+    (directory / "keystore.pem").write_text(key + cert)
+
+
+class TlsKafka(LocalKafka):
+    """The local broker with an SSL listener (PEM keystore): a test-only variant, since the
+    local stack itself serves PLAINTEXT or SASL_PLAINTEXT."""
+
+    sasl = False
+
+    def _listener_protocol(self) -> str:
+        return "SSL"
+
+    def _listener_props(self) -> dict[str, str]:
+        tls = Path(self.settings.state_dir) / "tls"
+        return {
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(tls / "keystore.pem"),
+            "ssl.truststore.type": "PEM",  # the broker's own inter-broker connection
+            "ssl.truststore.location": str(tls / "ca.pem"),
+        }
+
+
+@pytest.fixture(scope="module")
+def tls_settings(
+    stack: LocalStack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerSettings]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    state_dir = tmp_path_factory.mktemp("tls")
+    (state_dir / "tls").mkdir()
+    make_certificates(state_dir / "tls")
+    settings = stack.settings.model_copy(
+        update={
+            "state_dir": state_dir,
+            "kafka_security_protocol": "SSL",
+            "kafka_ssl_cafile": state_dir / "tls" / "ca.pem",
+        }
+    )
+    kafka = TlsKafka(settings, StateFile(state_dir / "stack.json"))
+    try:
+        bootstrap = asyncio.run(kafka.start())
+        settings = settings.model_copy(
+            update={
+                "kafka_bootstrap_servers": bootstrap,
+                "app_id": f"labelstream-tls-{uuid.uuid4().hex[:8]}",
+                "triton_retry_max_s": 1.0,
+            }
+        )
+        asyncio.run(ensure_topics(settings))
+        yield settings
+    finally:
+        asyncio.run(kafka.stop())
+
+
+def test_worker_labels_over_tls(tls_settings, tmp_path):
+    settings = tls_settings.model_copy(update={"state_dir": tmp_path / "worker"})
+    env = worker_env(settings)
+    env.update(KAFKA_SECURITY_PROTOCOL="SSL", KAFKA_SSL_CAFILE=str(settings.kafka_ssl_cafile))
+    label_through(settings, env, settings, tmp_path / "worker.log")
+
+
+def test_untrusted_broker_certificate_fails_fast(tls_settings, tmp_path, caplog):
+    """A client that does not trust the broker's CA (system roots only) refuses to connect."""
+    untrusted = tls_settings.model_copy(update={"kafka_ssl_cafile": None})
+    began = time.monotonic()
+    with pytest.raises(KafkaError):
+        asyncio.run(
+            asyncio.wait_for(
+                produce(
+                    untrusted.kafka_bootstrap_servers,
+                    "news.raw",
+                    [(b"k", b"v")],
+                    security=kafka_client_kwargs(untrusted),
+                ),
+                timeout=60,
+            )
+        )
+    assert time.monotonic() - began < 30
+    assert "CERTIFICATE_VERIFY_FAILED" in caplog.text, caplog.text[-2000:]

@@ -194,6 +194,14 @@ class LocalKafka(ManagedProcess):
             raise StackError(f"the local Kafka serves PLAINTEXT or SASL_PLAINTEXT, not {protocol}")
         return protocol == "SASL_PLAINTEXT"
 
+    def _listener_protocol(self) -> str:
+        """Security protocol of the client (and inter-broker) listener."""
+        return "SASL_PLAINTEXT" if self.sasl else "PLAINTEXT"
+
+    def _listener_props(self) -> dict[str, str]:
+        """Broker properties that protocol needs (a TLS test adds its keystore here)."""
+        return self._sasl_props() if self.sasl else {}
+
     def _sasl_props(self) -> dict[str, str]:
         """One user, known to PLAIN (JAAS) and SCRAM (stored at format); the broker's own
         inter-broker connection logs in as that user with PLAIN."""
@@ -218,7 +226,7 @@ class LocalKafka(ManagedProcess):
 
     def _write_config(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        client = "SASL_PLAINTEXT" if self.sasl else "PLAINTEXT"
+        client = self._listener_protocol()
         props = {
             "process.roles": "broker,controller",
             "node.id": NODE_ID,
@@ -236,7 +244,7 @@ class LocalKafka(ManagedProcess):
             "share.coordinator.state.topic.replication.factor": 1,
             "share.coordinator.state.topic.min.isr": 1,
             "group.initial.rebalance.delay.ms": 0,
-            **(self._sasl_props() if self.sasl else {}),
+            **self._listener_props(),
         }
         text = "".join(f"{key}={value}\n" for key, value in props.items())
         config = self.dir / "server.properties"
