@@ -15,6 +15,14 @@ Never drop a fetched record. `Consumer.getmany` skips records of partitions that
 consumer's position has already moved past them; with no committed offset yet, nothing ever
 rewinds it (measured: a whole backlog of 1,500 messages fetched during table recovery and never
 delivered). The replacement seeks each such partition back to its first undelivered record.
+
+Never commit over an unacknowledged offset. `Consumer._new_offset` holds a commit back only when
+the lowest acknowledged offset is more than one past the committed one, so with offset 10
+committed (next to process), 10 still in flight and 11-12 acknowledged, it commits 13 and 10 is
+never processed if the worker stops then. The wrapper below holds the commit back whenever the
+lowest acknowledged offset (or a gap Kafka will never deliver) is past the committed one.
+The classify agents acknowledge in consumption order, so this holds back nothing in normal
+running; it turns a silent loss into replay if anything ever acknowledges out of order.
 """
 
 from __future__ import annotations
@@ -128,6 +136,23 @@ async def getmany(self: Consumer, timeout: float) -> AsyncIterator[tuple[TP, Mes
             log.debug("faust_fix_rewound", topic=tp.topic, partition=tp.partition, offset=offset)
 
 
+_faust_new_offset = Consumer._new_offset  # noqa: SLF001
+
+
+def new_offset(self: Consumer, tp: TP) -> int | None:
+    """Faust's `_new_offset`, but nothing while the committed offset itself is unacknowledged."""
+    acked = self._acked[tp]  # noqa: SLF001
+    committed = self._committed_offset[tp]  # noqa: SLF001
+    if acked and committed is not None:
+        first = min(acked)
+        gaps = self._gap[tp]  # noqa: SLF001
+        if gaps:
+            first = min(first, min(interval.begin for interval in gaps))
+        if first > committed:
+            return None
+    return _faust_new_offset(self, tp)
+
+
 def apply() -> None:
     """Install the fixes (idempotent)."""
     global _APPLIED
@@ -136,4 +161,5 @@ def apply() -> None:
     Recovery._resume_streams = _resume_streams  # noqa: SLF001
     Recovery.on_recovery_completed = on_recovery_completed
     Consumer.getmany = getmany
+    Consumer._new_offset = new_offset  # noqa: SLF001
     _APPLIED = True
