@@ -103,6 +103,9 @@ def worker_env(settings: WorkerSettings) -> dict[str, str]:
             "STATE_DIR": str(settings.state_dir),
             "TOPIC_PARTITIONS": str(settings.topic_partitions),
             "TRITON_RETRY_MAX_S": str(settings.triton_retry_max_s),
+            "TRITON_TIMEOUT_S": str(settings.triton_timeout_s),
+            "KAFKA_SESSION_TIMEOUT_S": str(settings.kafka_session_timeout_s),
+            "BATCHES_IN_FLIGHT": str(settings.batches_in_flight),
             "LOG_FORMAT": "json",
         }
     )
@@ -136,3 +139,18 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[[WorkerSettings], subproce
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The fault cases' counted outcomes, as the README's table rows."""
+    from tests.integration.faults import OUTCOMES
+
+    if not OUTCOMES:
+        return
+    terminalreporter.section("fault cases (counted by message id)")
+    terminalreporter.write_line("| case | sent | labelled | dead-lettered | duplicates | lost |")
+    for row in OUTCOMES:
+        terminalreporter.write_line(
+            f"| {row['case']} | {row['sent']} | {row['labelled']} | {row['dead_lettered']} "
+            f"| {row['duplicates']} | {row['lost']} |"
+        )
