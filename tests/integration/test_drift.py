@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from tests.integration.data import data_file
+from tests.integration.faults import Outcome
 from worker.client import produce, read_topics
 from worker.settings import Route, WorkerSettings
 from worker.stack.local import LocalStack
@@ -219,8 +220,43 @@ def test_worker_killed_mid_window_loses_no_counts(drift_model, routes_settings, 
 
     found = asyncio.run(scenario())
     assert len(found) == 1
+    window_counts("drift table after SIGKILL and restart (messages in the window)", 600, found)
     assert found[0]["messages"] == 600, found[0]
     assert found[0]["window"]["closed_by"] == "messages"
+
+
+def test_window_moves_to_another_worker_with_its_counts(drift_model, routes_settings, start_worker):
+    """A rebalance hands the model's table partition to a worker that recovers the window
+    from the changelog: half a window counted by one worker, the rest by the other."""
+    settings = drift_settings(routes_settings, drift_window_messages=600)
+    route = settings.routes[0]
+    bootstrap = settings.kafka_bootstrap_servers
+    texts = [text for text, _ in drift_model[:600]]
+    first = start_worker(settings)
+
+    async def scenario() -> list[dict]:
+        await produce(bootstrap, route.source, encode(texts[:300], "m"))
+        await read_topics(bootstrap, [route.sink], expect=300, timeout_s=180)
+        start_worker(settings)
+        await stable_group(bootstrap, settings.app_id, members=2)
+        first.send_signal(signal.SIGTERM)  # leaves the group: the second owns every partition
+        await asyncio.to_thread(first.wait, 60)
+        await stable_group(bootstrap, settings.app_id, members=1)
+        await produce(bootstrap, route.source, encode(texts[300:], "n"))
+        return await reports(settings, expect=1, timeout_s=240)
+
+    found = asyncio.run(scenario())
+    assert len(found) == 1
+    window_counts(
+        "drift table after a rebalance to another worker (messages in the window)", 600, found
+    )
+    assert found[0]["messages"] == 600, found[0]
+    assert found[0]["window"]["closed_by"] == "messages"
+
+
+def window_counts(case: str, sent: int, found: list[dict]) -> None:
+    counted = found[0]["messages"]
+    Outcome(case, sent, counted, 0, max(0, counted - sent), max(0, sent - counted)).record()
 
 
 def test_two_workers_give_one_report_per_window_and_idle_windows_close_by_time(
