@@ -5,7 +5,8 @@
 2. pipeline the worker as configured: N messages produced to the input topic, timed from the
             first produce to the last labelled record; then p50/p95/p99 end-to-end latency
             (the records' `latency_ms`) with messages paced at half that rate.
-3. naive    the same worker with MAX_BATCH=1: one Triton call per message.
+3. naive    the same worker with MAX_BATCH=1 and BATCHES_IN_FLIGHT=1: one Triton call per
+            message, one at a time.
 
 Everything runs on the embedded stack (own state dir, free ports), with the models in the
 repository (trained on the shared data first if there are none). Prints a table and writes
@@ -171,6 +172,8 @@ def start_worker(settings, app_id: str, route, state: Path, max_batch: int) -> s
         STATE_DIR=str(state / app_id),
         MODEL_REPOSITORY=str(settings.model_repository),
         MAX_BATCH=str(max_batch),
+        # naive = one message per call, one call at a time, as in Faust's examples
+        BATCHES_IN_FLIGHT="1" if max_batch == 1 else str(settings.batches_in_flight),
         LOG_FORMAT="json",
         LOG_LEVEL="WARNING",
     )
