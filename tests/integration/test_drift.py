@@ -225,6 +225,7 @@ def test_worker_killed_mid_window_loses_no_counts(drift_model, routes_settings, 
     assert found[0]["window"]["closed_by"] == "messages"
 
 
+@pytest.mark.chaos
 def test_window_moves_to_another_worker_with_its_counts(drift_model, routes_settings, start_worker):
     """A rebalance hands the model's table partition to a worker that recovers the window
     from the changelog: half a window counted by one worker, the rest by the other."""

@@ -92,6 +92,7 @@ def test_sigkill_mid_stream_loses_nothing(routes_settings, start_worker):
     assert result.duplicates <= in_flight + settings.topic_partitions * settings.max_batch * 2
 
 
+@pytest.mark.chaos
 def test_two_workers_one_killed_the_survivor_takes_over_in_seconds(routes_settings, start_worker):
     settings = routes_settings.model_copy(update={"kafka_session_timeout_s": 6.0})
     news = settings.routes[0]
@@ -135,6 +136,7 @@ def test_two_workers_one_killed_the_survivor_takes_over_in_seconds(routes_settin
     assert failover < settings.kafka_session_timeout_s + 15
 
 
+@pytest.mark.chaos
 def test_triton_frozen_past_the_request_timeout(stack, routes_settings, start_worker):
     """Requests time out while Triton is frozen (SIGSTOP) and are retried once it answers."""
     settings = routes_settings.model_copy(update={"triton_timeout_s": 2.0})
@@ -195,6 +197,7 @@ def test_one_model_unloaded_the_other_route_keeps_flowing(stack, routes_settings
     assert result.lost == 0 and result.duplicates == 0 and result.dead_lettered == 0
 
 
+@pytest.mark.chaos
 def test_broker_restart_resumes_from_committed_offsets(stack, routes_settings, start_worker):
     settings = routes_settings
     news = settings.routes[0]
@@ -261,6 +264,7 @@ def test_the_worker_creates_its_source_topics_before_it_joins(routes_settings, s
     assert result.lost == 0 and result.duplicates == 0 and result.dead_lettered == 0
 
 
+@pytest.mark.chaos
 def test_overload_backlog_drains_with_bounded_memory_and_no_timeouts(
     routes_settings, start_worker, tmp_path
 ):

@@ -316,6 +316,7 @@ def tls_settings(
         asyncio.run(kafka.stop())
 
 
+@pytest.mark.chaos
 def test_worker_labels_over_tls(tls_settings, tmp_path):
     settings = tls_settings.model_copy(update={"state_dir": tmp_path / "worker"})
     env = worker_env(settings)
@@ -323,6 +324,7 @@ def test_worker_labels_over_tls(tls_settings, tmp_path):
     label_through(settings, env, settings, tmp_path / "worker.log")
 
 
+@pytest.mark.chaos
 def test_untrusted_broker_certificate_fails_fast(tls_settings, tmp_path, caplog):
     """A client that does not trust the broker's CA (system roots only) refuses to connect."""
     untrusted = tls_settings.model_copy(update={"kafka_ssl_cafile": None})
