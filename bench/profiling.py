@@ -7,6 +7,7 @@ summarised into the share of samples spent in each stage and the functions with 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections import Counter
@@ -55,6 +56,28 @@ def record(pid: int, seconds: float, out: Path) -> subprocess.Popen | None:
     )  # fmt: skip
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and all its descendants (Triton's stubs, say)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    times: dict[int, float] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(proc.name))
+        times[int(proc.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += times.get(current, 0.0)
+        todo.extend(children.get(current, []))
+    return total
+
+
 def stub_pid(triton_pid: int, model: str) -> int | None:
     """The Python-backend stub process that serves `model` (a child of tritonserver)."""
     for proc in Path("/proc").iterdir():
@@ -96,8 +119,9 @@ def summarise(raw: Path, stages: list[tuple[str, tuple[str, ...]]], top: int = 8
 
 def _stage(frames: list[str], stages: list[tuple[str, tuple[str, ...]]]) -> str:
     for frame in reversed(frames):
+        short = _short(frame)
         for name, needles in stages:
-            if any(needle and needle in frame for needle in needles):
+            if any(needle and (needle in frame or needle in short) for needle in needles):
                 return name
     fallback = [name for name, needles in stages if needles == ("",)]
     return fallback[0] if fallback else "other"

@@ -202,11 +202,14 @@ async def pipeline_run(
     count: int,
     max_batch: int,
     profile_pids: dict[str, int] | None = None,
+    cpu_pids: dict[str, int] | None = None,
 ) -> dict:
     """Throughput of a fresh worker draining `count` messages (worker start-up excluded).
 
     With `profile_pids` ({"name": pid}, the worker added as "worker"), py-spy samples each of
-    them while the backlog drains and the summaries are returned under "profile".
+    them while the backlog drains and the summaries are returned under "profile". With
+    `cpu_pids`, the CPU seconds each process (and its children) used during the drain are
+    returned under "cpu_s", the worker's included.
     """
     from worker.client import produce
     from worker.topics import ensure_topics
@@ -231,10 +234,15 @@ async def pipeline_run(
         before = await triton_counters(settings.triton_url, model)
         started = time.perf_counter()
         await produce(bootstrap, route["source"], messages)
+        import profiling
+
+        processes = {**(cpu_pids or {}), "worker": worker.pid}
+        cpu_before = {name: profiling.cpu_seconds(pid) for name, pid in processes.items()}
         spies = _start_profiles(profile_pids, worker.pid, state, tag, count)
         found = await wait_count(bootstrap, route["sink"], count + 1, 1800)
         elapsed = time.perf_counter() - started
         triton = triton_share(before, await triton_counters(settings.triton_url, model), elapsed)
+        cpu = {n: profiling.cpu_seconds(pid) - cpu_before[n] for n, pid in processes.items()}
         profiles = _finish_profiles(spies)
         if len(found) < count + 1:
             raise RuntimeError(f"only {len(found) - 1} of {count} labelled")
@@ -249,6 +257,7 @@ async def pipeline_run(
             "seconds": elapsed,
             "msgs_per_s": rate,
             "triton": triton,
+            "cpu_s": cpu,
             "latency": latency,
         }
         if profiles:
@@ -387,7 +396,15 @@ def main(
                 stub = profiling.stub_pid(stack.triton.pid, model)
                 pids = {"triton stub": stub} if stub else {}
             pipe = asyncio.run(
-                pipeline_run(live, state, model, messages, live.max_batch, profile_pids=pids)
+                pipeline_run(
+                    live,
+                    state,
+                    model,
+                    messages,
+                    live.max_batch,
+                    profile_pids=pids,
+                    cpu_pids={"triton": stack.triton.pid, "kafka": stack.kafka.pid},
+                )
             )
             console.print(f"[cyan]{model}: naive ({naive_messages} messages, MAX_BATCH=1) …")
             naive = asyncio.run(pipeline_run(live, state, model, naive_messages, 1))
@@ -448,6 +465,19 @@ def show(results: dict) -> None:
                 f"{t.get('texts_per_execution') or float('nan'):.1f}",
             )
     console.print(stages)
+    cpu = Table(title="CPU seconds per 1,000 messages during the pipeline drain (2 cores)")
+    for column in ("model", "triton (+stubs)", "worker", "kafka", "share of the cores"):
+        cpu.add_column(column, justify="right")
+    for model, r in results["models"].items():
+        used = r["pipeline"].get("cpu_s") or {}
+        per_k = {k: 1000 * v / r["pipeline"]["messages"] for k, v in used.items()}
+        share = sum(used.values()) / (r["pipeline"]["seconds"] * (results.get("cpus") or 1))
+        cpu.add_row(
+            model,
+            *(f"{per_k.get(k, float('nan')):.1f}" for k in ("triton", "worker", "kafka")),
+            f"{share:.0%}",
+        )
+    console.print(cpu)
     for model, r in results["models"].items():
         for name, summary in r["pipeline"].get("profile", {}).items():
             stages = ", ".join(f"{stage} {share:.0%}" for stage, share in summary["stages"].items())

@@ -105,7 +105,7 @@ def render_config(
     preferred_batch_sizes: Sequence[int] = (16, 32, 64),
     max_queue_delay_us: int = 1000,
     instance_kind: str = "KIND_CPU",
-    instance_count: int = 1,
+    instance_count: int = 2,
     latest_versions: int = 1,
     parameters: Mapping[str, str] | None = None,
     warmup_batch_sizes: Sequence[int] = (),
@@ -115,6 +115,8 @@ def render_config(
     Complete on purpose: it must work with `--disable-auto-complete-config`, which makes loads
     several times faster. `warmup_batch_sizes` adds one `model_warmup` request per size, fed
     from `warmup/text` (see `write_warmup_text`), so a version is warm before it is READY.
+    Two CPU instances by default: with the worker's `BATCHES_IN_FLIGHT=2` both stay busy, and
+    model.py gives each its share of the cores (bench/README.md has the measurement).
     """
     preferred = [size for size in preferred_batch_sizes if 0 < size <= max_batch_size]
     preferred_line = (
@@ -125,7 +127,8 @@ def render_config(
         for key, value in sorted((parameters or {}).items())
     )
     return f"""# Rendered by trainer.repository.render_config; served by triton_models/model.py.
-# Optional parameters: INTRA_OP_THREADS (default: all usable cores), ENABLE_TENSORRT.
+# Optional parameters: INTRA_OP_THREADS (default: the cores shared out between the instances),
+# ROWS_PER_RUN, ENABLE_TENSORRT (see model.py).
 name: "{name}"
 backend: "python"
 max_batch_size: {max_batch_size}

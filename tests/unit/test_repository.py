@@ -166,7 +166,7 @@ def test_render_config_is_a_complete_triton_config() -> None:
     assert list(config.dynamic_batching.preferred_batch_size) == [8]
     assert 0 < config.dynamic_batching.max_queue_delay_microseconds <= 5000
     assert [(g.kind, g.count) for g in config.instance_group] == [
-        (model_config_pb2.ModelInstanceGroup.KIND_CPU, 1)
+        (model_config_pb2.ModelInstanceGroup.KIND_CPU, 2)
     ]
     assert config.parameters["INTRA_OP_THREADS"].string_value == "2"
 

@@ -87,3 +87,14 @@ def test_chunked_length_sorted_runs_answer_in_input_order(served, tmp_path_facto
     np.testing.assert_allclose(embedding, expected_embedding, atol=1e-5)
     single = np.concatenate([whole._run([text], with_embedding=False)[0] for text in texts])
     np.testing.assert_allclose(probs, single, atol=1e-5)
+
+
+def test_threads_are_the_cores_shared_out_between_cpu_instances(served) -> None:
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    two = {"instance_group": [{"count": 2, "kind": "KIND_CPU"}]}
+    gpu = {"instance_group": [{"count": 2, "kind": "KIND_GPU"}]}
+    assert served._default_intra_op_threads(two) == max(1, cores // 2)
+    assert served._default_intra_op_threads(gpu) == cores
+    assert served._default_intra_op_threads({}) == cores
