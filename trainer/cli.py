@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from trainer.settings import TrainerSettings
 from trainer.tasks import TASKS
+from worker.settings import describe_settings_error
 
 app = typer.Typer(
     help="Fine-tune, export and publish labelstream classifiers.", no_args_is_help=True
@@ -488,3 +490,15 @@ def evaluate(
     ):
         table.add_row(key, _format(value))
     console.print(table)
+
+
+def main() -> None:
+    """Entry point: a bad setting is one line per variable and exit code 2, not a traceback."""
+    try:
+        app()
+    except ValidationError as exc:
+        if exc.title != "TrainerSettings":
+            raise
+        message = describe_settings_error(exc, env_prefix="TRAINER_")
+        console.print(f"[red]invalid settings:[/red]\n{escape(message)}")
+        raise SystemExit(2) from exc

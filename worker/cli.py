@@ -9,11 +9,13 @@ from typing import Annotated
 
 import orjson
 import typer
+from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from worker.security import kafka_client_kwargs
-from worker.settings import get_settings
+from worker.settings import describe_settings_error, get_settings
 from worker.stack.cli import app as stack_app
 
 app = typer.Typer(help="labelstream worker: Kafka -> Triton -> Kafka text classification.")
@@ -155,3 +157,15 @@ def drift_tail(
         return
     title = f"{len(reports)} drift reports on {settings.drift_topic}"
     Console(width=max(Console().width, 160)).print(drift_table(reports, title))
+
+
+def main() -> None:
+    """Entry point: a bad setting is one line per variable and exit code 2, not a traceback."""
+    try:
+        app()
+    except ValidationError as exc:
+        if exc.title != "WorkerSettings":
+            raise
+        message = describe_settings_error(exc)
+        console.print(f"[red]invalid settings:[/red]\n{escape(message)}")
+        raise SystemExit(2) from exc

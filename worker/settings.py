@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.security import KafkaSecurity, TritonTLS
@@ -204,3 +204,18 @@ class WorkerSettings(BaseSettings, KafkaSecurity, TritonTLS):
 @lru_cache
 def get_settings() -> WorkerSettings:
     return WorkerSettings()
+
+
+def describe_settings_error(exc: ValidationError, env_prefix: str = "") -> str:
+    """A settings ValidationError in the words a user configures: one line per environment
+    variable, with the value only where it cannot be a secret."""
+    lines = []
+    for error in exc.errors():
+        field, *inner = [str(part) for part in error["loc"]] or [""]
+        name = f"{env_prefix}{field}".upper() if field else "settings"
+        where = f" [{'.'.join(inner)}]" if inner else ""
+        value = error.get("input")
+        secret = any(word in name for word in ("PASSWORD", "SECRET", "TOKEN"))
+        shown = "" if not field or secret or isinstance(value, dict) else f"={value!r}"
+        lines.append(f"{name}{where}{shown}: {error['msg']}")
+    return "\n".join(lines)
