@@ -22,7 +22,14 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
-from trainer.repository import latest_version, list_versions, model_config_path, model_path
+from trainer.repository import (
+    RepositoryError,
+    check_warmup_inputs,
+    latest_version,
+    list_versions,
+    model_config_path,
+    model_path,
+)
 from trainer.settings import TrainerSettings
 
 log = structlog.get_logger(__name__)
@@ -63,6 +70,16 @@ def config_override(
     config = text_format.Parse(
         config_path.read_text(encoding="utf-8"), model_config_pb2.ModelConfig()
     )
+    warmup_files = {
+        data.input_data_file
+        for sample in config.model_warmup
+        for data in sample.inputs.values()
+        if data.input_data_file
+    }
+    try:
+        check_warmup_inputs(model_dir, sorted(warmup_files))
+    except RepositoryError as exc:
+        raise PublishError(f"refusing to load {model_dir.name!r}: {exc}") from exc
     if pin_version is not None:
         pins = [pin_version] if isinstance(pin_version, int) else sorted(set(pin_version))
         config.version_policy.Clear()

@@ -205,6 +205,39 @@ def write_warmup_text(model_dir: Path, text: str = WARMUP_TEXT) -> Path:
     return path
 
 
+def check_warmup_inputs(model_dir: Path, files: Sequence[str]) -> None:
+    """Refuse warm-up input files Triton would fail on, before Triton reads them.
+
+    A warm-up sample that fails in the Python backend does not just fail the load: tritonserver
+    2.51 (the PyTriton build) died with SIGSEGV in 2 of 2 tries here, taking every model down.
+    Each file must hold whole TYPE_STRING elements: a 4-byte little-endian length, then as many
+    bytes of UTF-8.
+    """
+    for name in files:
+        path = model_dir / "warmup" / name
+        if not path.is_file():
+            raise RepositoryError(f"warm-up input {path} is missing (trainer gpu-config writes it)")
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):
+            if offset + 4 > len(data):
+                raise RepositoryError(f"warm-up input {path}: truncated length at byte {offset}")
+            size = int.from_bytes(data[offset : offset + 4], "little")
+            element = data[offset + 4 : offset + 4 + size]
+            if len(element) != size:
+                raise RepositoryError(
+                    f"warm-up input {path}: element at byte {offset} says {size} bytes, "
+                    f"{len(element)} follow"
+                )
+            try:
+                element.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise RepositoryError(f"warm-up input {path}: not UTF-8 ({exc})") from exc
+            offset += 4 + size
+        if offset == 0:
+            raise RepositoryError(f"warm-up input {path} is empty")
+
+
 def gpu_render_options(
     *, instance_count: int = 1, max_batch_size: int = 64, trt_cache_dir: str = "/trt-cache"
 ) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
 from trainer import repository as repo
-from trainer.publish import config_override
+from trainer.publish import PublishError, config_override
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GPU = model_config_pb2.ModelInstanceGroup.KIND_GPU
@@ -74,6 +74,43 @@ def test_publish_overrides_with_the_config_the_server_was_started_with(tmp_path:
     assert gpu.instance_group[0].kind == GPU
     assert list(gpu.version_policy.specific.versions) == [3]
     assert len(gpu.model_warmup) == 2
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (None, "is missing"),
+        (b"", "is empty"),
+        (b"\x05\x00", "truncated length"),
+        ((1000).to_bytes(4, "little") + b"short", "says 1000 bytes, 5 follow"),
+        ((2).to_bytes(4, "little") + b"\xff\xfe", "not UTF-8"),
+    ],
+    ids=["missing", "empty", "truncated", "short", "not-utf8"],
+)
+def test_publish_refuses_a_warmup_input_triton_would_crash_on(
+    tmp_path: Path, content: bytes | None, reason: str
+) -> None:
+    """A failing warm-up sample killed tritonserver 2.51 (SIGSEGV): never send one."""
+    repo.ensure_config(tmp_path, "news_topic")
+    repo.write_gpu_config(tmp_path, "news_topic")
+    warmup = tmp_path / "warmup" / "text"
+    if content is None:
+        warmup.unlink()
+    else:
+        warmup.write_bytes(content)
+    with pytest.raises(PublishError, match=reason):
+        config_override(tmp_path, config_name="gpu")
+    # The CPU config has no warm-up, so the same broken file does not matter to it.
+    assert config_override(tmp_path, config_name="")
+
+
+def test_warmup_check_accepts_several_elements(tmp_path: Path) -> None:
+    first, second = b"one", "dos ñ".encode()
+    (tmp_path / "warmup").mkdir()
+    (tmp_path / "warmup" / "two").write_bytes(
+        len(first).to_bytes(4, "little") + first + len(second).to_bytes(4, "little") + second
+    )
+    repo.check_warmup_inputs(tmp_path, ["two"])
 
 
 @pytest.fixture(scope="module")
