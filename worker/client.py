@@ -34,8 +34,9 @@ async def produce(
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5, **(security or {})
     )
-    await producer.start()
     try:
+        # stop() also closes what a failed start() left open (no unclosed-client warnings)
+        await producer.start()
         futures = [await producer.send(topic, value=value, key=key) for key, value in messages]
         await asyncio.gather(*futures)
         return len(futures)
@@ -64,8 +65,9 @@ async def read_topics(
         group_id=None,
         **(security or {}),
     )
-    await consumer.start()
     try:
+        # stop() also closes what a failed start() left open (no unclosed-client warnings)
+        await consumer.start()
         partitions = [
             TopicPartition(topic, p)
             for topic in topics

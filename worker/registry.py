@@ -178,8 +178,9 @@ class RegistryReader:
             group_id=None,
             **self.security,
         )
-        await consumer.start()
         try:
+            # stop() also closes what a failed start() left open (no unclosed-client warnings)
+            await consumer.start()
             partitions = [
                 TopicPartition(self.topic, p)
                 for p in sorted(await partitions_of(consumer, self.topic))
@@ -222,8 +223,9 @@ async def write_entry(
 ) -> None:
     """Publish a model's new entry and wait until the broker has it."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", **(security or {}))
-    await producer.start()
     try:
+        # stop() also closes what a failed start() left open (no unclosed-client warnings)
+        await producer.start()
         await producer.send_and_wait(
             topic, key=entry.model.encode("utf-8"), value=entry.model_dump_json().encode("utf-8")
         )
