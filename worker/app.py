@@ -160,6 +160,9 @@ def create_app(settings: WorkerSettings, classifier: Classifier | None = None) -
     datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     app = faust.App(
         settings.app_id,
+        # Faust would let its own environment variables (BROKER_URL, PRODUCER_ACKS, ...) override
+        # these arguments; WorkerSettings is the one source of configuration.
+        env={},
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap_servers.split(",")],
         value_serializer="raw",
         store="memory://",
