@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from trainer.settings import TrainerSettings
 from trainer.tasks import TASKS
-from worker.settings import describe_settings_error
+from worker.settings import run_cli
 
 app = typer.Typer(
     help="Fine-tune, export and publish labelstream classifiers.", no_args_is_help=True
@@ -494,11 +493,4 @@ def evaluate(
 
 def main() -> None:
     """Entry point: a bad setting is one line per variable and exit code 2, not a traceback."""
-    try:
-        app()
-    except ValidationError as exc:
-        if exc.title != "TrainerSettings":
-            raise
-        message = describe_settings_error(exc, env_prefix="TRAINER_")
-        console.print(f"[red]invalid settings:[/red]\n{escape(message)}")
-        raise SystemExit(2) from exc
+    run_cli(app, TrainerSettings, console)

@@ -9,13 +9,11 @@ from typing import Annotated
 
 import orjson
 import typer
-from pydantic import ValidationError
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from worker.security import kafka_client_kwargs
-from worker.settings import describe_settings_error, get_settings
+from worker.settings import WorkerSettings, get_settings, run_cli
 from worker.stack.cli import app as stack_app
 
 app = typer.Typer(help="labelstream worker: Kafka -> Triton -> Kafka text classification.")
@@ -166,11 +164,4 @@ def drift_tail(
 
 def main() -> None:
     """Entry point: a bad setting is one line per variable and exit code 2, not a traceback."""
-    try:
-        app()
-    except ValidationError as exc:
-        if exc.title != "WorkerSettings":
-            raise
-        message = describe_settings_error(exc)
-        console.print(f"[red]invalid settings:[/red]\n{escape(message)}")
-        raise SystemExit(2) from exc
+    run_cli(app, WorkerSettings, console)

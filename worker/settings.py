@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from rich.markup import escape
 
 from worker.security import KafkaSecurity, TritonTLS
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 class Route(BaseModel):
@@ -219,3 +225,19 @@ def describe_settings_error(exc: ValidationError, env_prefix: str = "") -> str:
         shown = "" if not field or secret or isinstance(value, dict) else f"={value!r}"
         lines.append(f"{name}{where}{shown}: {error['msg']}")
     return "\n".join(lines)
+
+
+def run_cli(
+    app: Callable[[], object], settings_class: type[BaseSettings], console: Console
+) -> None:
+    """Run a command line whose configuration is `settings_class`: when it does not validate,
+    print one line per variable (with the class's env prefix) and exit 2, not a traceback.
+    Any other ValidationError stays a real error."""
+    try:
+        app()
+    except ValidationError as exc:
+        if exc.title != settings_class.__name__:
+            raise
+        message = describe_settings_error(exc, settings_class.model_config.get("env_prefix", ""))
+        console.print(f"[red]invalid settings:[/red]\n{escape(message)}")
+        raise SystemExit(2) from exc
