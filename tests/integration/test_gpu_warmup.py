@@ -70,7 +70,6 @@ def test_warmup_samples_run_in_real_triton_before_ready(
             client_timeout=120,
         )
         assert client.is_model_ready(MODEL)
-        client.update_log_settings({"log_verbose_level": 0})
         # Each instance runs each sample once; the log is written as it happens.
         deadline = time.monotonic() + 10
         while sorted(set(warmup_runs(log, since))) != expected and time.monotonic() < deadline:
