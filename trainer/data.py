@@ -19,7 +19,7 @@ from pathlib import Path
 
 import structlog
 
-from worker.schemas import model_text
+from worker.text import model_text
 
 log = structlog.get_logger(__name__)
 
@@ -130,8 +130,8 @@ def read_examples(
     empty = duplicates = 0
     for line_no, row in rows(path, columns):
         text = (row.get(columns.text) or "").strip()
-        if columns.title and text:
-            text = model_text(text, row.get(columns.title))
+        if text:  # the serving normalisation, so the model trains on what it will read
+            text = model_text(text, row.get(columns.title) if columns.title else None).strip()
         label = (row.get(columns.label) or "").strip()
         if label not in label_ids:
             unknown[label] += 1

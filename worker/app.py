@@ -22,12 +22,14 @@ from datetime import UTC, datetime
 import faust
 import orjson
 import structlog
+from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
 from faust.types import EventT
 
 from worker import faust_fixes, metrics
 from worker.batching import Dispatcher
 from worker.drift import Thresholds
 from worker.drift_flow import DriftMonitor, batch_samples
+from worker.failures import isolate
 from worker.inference import Classifier, TritonClassifier, backoff_delays
 from worker.messages import OutRecord, RawMessage
 from worker.pipeline import BatchResult, Pipeline
@@ -58,13 +60,70 @@ def _to_raw(event: EventT) -> RawMessage:
         key=message.key,
         value=message.value,
         timestamp=message.timestamp,
+        headers=tuple(message.headers or ()),
     )
 
 
-async def publish(records: Sequence[OutRecord], topics: dict[str, faust.TopicT]) -> None:
-    """Send all records, then wait until the broker acknowledged every one."""
-    pending = [await topics[r.topic].send(key=r.key, value=r.value) for r in records]
-    await asyncio.gather(*pending)
+Refused = Callable[[OutRecord, BaseException], OutRecord]
+TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
+
+
+async def _send_all(
+    records: Sequence[OutRecord], topics: dict[str, faust.TopicT]
+) -> list[BaseException | None]:
+    """Send every record and wait for the acks; per record, the error it met, if any."""
+    pending: list[asyncio.Future | BaseException] = []
+    for r in records:
+        try:
+            pending.append(
+                await topics[r.topic].send(key=r.key, value=r.value, headers=list(r.headers))
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # e.g. too large: aiokafka refuses it before sending
+            pending.append(exc)
+    futures = [p for p in pending if not isinstance(p, BaseException)]
+    outcomes = iter(await asyncio.gather(*futures, return_exceptions=True))
+    return [p if isinstance(p, BaseException) else _error(next(outcomes)) for p in pending]
+
+
+def _error(outcome: object) -> BaseException | None:
+    return outcome if isinstance(outcome, BaseException) else None
+
+
+async def publish(
+    records: Sequence[OutRecord],
+    topics: dict[str, faust.TopicT],
+    *,
+    refused: Refused | None = None,
+    retry_initial_s: float = 0.2,
+    retry_max_s: float = 5.0,
+) -> None:
+    """Publish until the broker acknowledged every record. A record refused as too large is
+    replaced by `refused(record, error)` (its input's dead letter); any other failed record is
+    sent again with backoff, forever, and only the failed ones."""
+    todo = list(records)
+    delays = backoff_delays(retry_initial_s, retry_max_s)
+    while todo:
+        errors = await _send_all(todo, topics)
+        again, failed = [], None
+        for record, error in zip(todo, errors, strict=True):
+            if error is None:
+                continue
+            if refused is not None and isinstance(error, TOO_LARGE):
+                log.error("record_refused", topic=record.topic, bytes=len(record.value))
+                again.append(refused(record, error))
+            else:
+                again.append(record)
+                failed = error
+        if failed is not None:
+            delay = next(delays)
+            log.warning("publish_retry", records=len(again), error=repr(failed), retry_in_s=delay)
+            await asyncio.sleep(delay)
+        todo = again
+
+
+Outcome = tuple[BatchResult, list[OutRecord]]
 
 
 def make_agent(
@@ -77,52 +136,50 @@ def make_agent(
 
     Consumed events go to a `Dispatcher`, which keeps up to `BATCHES_IN_FLIGHT` batches at
     Triton and publishes them in the order they were consumed. An event is acknowledged only
-    after its record is on Kafka; a failed batch is retried whole, never skipped.
+    after its record is on Kafka. A batch that fails transiently is retried whole; any other
+    failure is isolated to its message by `worker.failures.isolate` (a `processing_error`
+    dead letter), so no message can stall the route.
     """
     route = pipeline.route
+    retry = {
+        "retry_initial_s": settings.triton_retry_initial_s,
+        "retry_max_s": settings.triton_retry_max_s,
+    }
 
-    async def process(events: list[EventT]) -> tuple[BatchResult, list[OutRecord]]:
+    async def attempt(raws: Sequence[RawMessage]) -> Outcome:
+        result = await pipeline.process(raws)
+        return result, extras(result) if extras else []
+
+    def fail_one(raw: RawMessage, exc: BaseException) -> Outcome:
+        return pipeline.failed(raw, exc), []
+
+    async def process(events: list[EventT]) -> list[Outcome]:
         raws = [_to_raw(e) for e in events]
-        for delay in backoff_delays(settings.triton_retry_initial_s, settings.triton_retry_max_s):
-            try:
-                result = await pipeline.process(raws)
-                return result, extras(result) if extras else []
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("batch_failed", route=route.source, stage="infer", retry_in_s=delay)
-                await asyncio.sleep(delay)
-        raise AssertionError("backoff_delays never ends")
+        return await isolate(raws, attempt, fail_one, what=route.source, **retry)
 
     def finisher(stream: faust.StreamT):
-        async def finish(events: list[EventT], outcome: tuple[BatchResult, list[OutRecord]]):
-            result, extra = outcome
-            delays = backoff_delays(settings.triton_retry_initial_s, settings.triton_retry_max_s)
-            for delay in delays:
-                try:
-                    await publish([*result.records, *extra], topics)
-                    break
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception(
-                        "batch_failed", route=route.source, stage="publish", retry_in_s=delay
-                    )
-                    await asyncio.sleep(delay)
+        async def finish(events: list[EventT], outcomes: list[Outcome]) -> None:
+            records = [r for result, extra in outcomes for r in (*result.records, *extra)]
+            await publish(records, topics, refused=pipeline.refused, **retry)
             for event in events:
                 await stream.ack(event)
-            metrics.observe_batch(
-                route.source, route.model, len(events), result, settings.deadletter_topic
-            )
+            for result, _ in outcomes:
+                metrics.observe_batch(
+                    route.source,
+                    route.model,
+                    len(result.records),
+                    result,
+                    settings.deadletter_topic,
+                )
             log.info(
                 "batch",
                 route=route.source,
                 model=route.model,
                 size=len(events),
-                labelled=result.labelled,
-                dead_letters=result.rejected,
-                versions=sorted(result.versions),
-                inference_ms=round(result.inference_ms, 2),
+                labelled=sum(result.labelled for result, _ in outcomes),
+                dead_letters=sum(result.rejected for result, _ in outcomes),
+                versions=sorted({v for result, _ in outcomes for v in result.versions}),
+                inference_ms=round(sum(result.inference_ms for result, _ in outcomes), 2),
             )
 
         return finish

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+Headers = tuple[tuple[str, bytes], ...]
+"""Kafka record headers in their order; a key may repeat."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,6 +17,7 @@ class RawMessage:
     value: bytes | None
     timestamp: float
     """Kafka record timestamp, seconds since the epoch."""
+    headers: Headers = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,3 +27,6 @@ class OutRecord:
     topic: str
     key: bytes | None
     value: bytes
+    headers: Headers = ()
+    origin: RawMessage | None = field(default=None, compare=False, repr=False)
+    """The input it answers, so a record Kafka refuses can become that input's dead letter."""

@@ -17,11 +17,13 @@ import structlog
 
 from worker.batching import chunks, halves, prepare_batch
 from worker.inference import Classification, Classifier, InferenceRejected
-from worker.labelling import dead_letter_record, labelled_record
+from worker.labelling import dead_letter_record, labelled_record, record_size
+from worker.mapping import Mapping
 from worker.messages import OutRecord, RawMessage
 from worker.registry import ModelEntry, assign, shadow_version
-from worker.schemas import InputMessage, model_text
+from worker.schemas import InputMessage
 from worker.settings import Route, WorkerSettings
+from worker.text import model_text
 from worker.validation import Rejection, validate
 
 log = structlog.get_logger(__name__)
@@ -84,8 +86,14 @@ class Pipeline:
         self.registry = registry
         self.deadletter_topic = settings.deadletter_topic
         self.max_request = settings.max_batch
+        self.max_record_bytes = settings.producer_max_request_bytes
+        self.drop_headers = frozenset(settings.drop_headers)
+        self.inject_failure_text = settings.inject_failure_text
         self._validate = partial(
-            validate, max_bytes=settings.max_message_bytes, max_text_chars=settings.max_text_chars
+            validate,
+            max_bytes=settings.max_message_bytes,
+            max_text_chars=settings.max_text_chars,
+            mapping=Mapping(route),
         )
 
     async def process(self, raws: Sequence[RawMessage]) -> BatchResult:
@@ -165,6 +173,7 @@ class Pipeline:
             return
         try:
             texts = [model_text(m.text, m.title) for _, _, m in items]
+            self._injected_failure(texts)
             answer = await self.classifier.classify(self.route.model, texts, version, retry=retry)
         except InferenceRejected as exc:
             if len(items) == 1:
@@ -191,7 +200,7 @@ class Pipeline:
         if shadow is not None:
             await self._compare_shadow(shadow, texts, answer, predicted, confidence, observed)
         for (index, raw, message), probs in zip(items, answer.probs, strict=True):
-            slots[index] = labelled_record(
+            record = labelled_record(
                 raw,
                 message,
                 sink=self.route.sink,
@@ -200,8 +209,21 @@ class Pipeline:
                 labels=answer.labels,
                 probs=probs,
                 now=now,
+                drop_headers=self.drop_headers,
             )
+            if record_size(record.key, record.value, record.headers) > self.max_record_bytes:
+                size = len(record.value)
+                detail = f"labelled record of {size} bytes > PRODUCER_MAX_REQUEST_BYTES"
+                slots[index] = self._dead_letter(raw, Rejection("processing_error", detail))
+                continue
+            slots[index] = record
             result.labelled += 1
+
+    def _injected_failure(self, texts: list[str]) -> None:
+        """The test seam `INJECT_FAILURE_TEXT`: fail like a bug would, inside the pipeline."""
+        marker = self.inject_failure_text
+        if marker and any(marker in text for text in texts):
+            raise RuntimeError(f"injected failure: a text contains {marker!r}")
 
     async def _compare_shadow(
         self,
@@ -230,5 +252,35 @@ class Pipeline:
             observed.shadow_delta.append(round(float(their_conf - ours), 5))
 
     def _dead_letter(self, raw: RawMessage, rejection: Rejection) -> OutRecord:
-        now = datetime.now(UTC)
-        return dead_letter_record(raw, rejection, topic=self.deadletter_topic, now=now)
+        return dead_letter_record(
+            raw,
+            rejection,
+            topic=self.deadletter_topic,
+            now=datetime.now(UTC),
+            max_bytes=self.max_record_bytes,
+            drop_headers=self.drop_headers,
+        )
+
+    def refused(self, record: OutRecord, exc: BaseException) -> OutRecord:
+        """What replaces a record that Kafka refused as too large: its input's dead letter,
+        cut to half the request limit (the broker's own limit may be below ours)."""
+        if record.origin is None:
+            raise exc
+        detail = f"Kafka refused the {len(record.value)}-byte record for {record.topic}: {exc!r}"
+        return dead_letter_record(
+            record.origin,
+            Rejection("processing_error", detail),
+            topic=self.deadletter_topic,
+            now=datetime.now(UTC),
+            max_bytes=self.max_record_bytes // 2,
+            drop_headers=self.drop_headers,
+        )
+
+    def failed(self, raw: RawMessage, exc: BaseException) -> BatchResult:
+        """The outcome of one message that processing failed on: a `processing_error` dead
+        letter with the exception's type and message."""
+        detail = f"{type(exc).__name__}: {exc}"[:2000]
+        record = self._dead_letter(raw, Rejection("processing_error", detail))
+        return BatchResult(
+            records=[record], rejected=1, first_ts=raw.timestamp, last_ts=raw.timestamp
+        )

@@ -6,13 +6,16 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictStr, field_validator
+
+from worker.text import normalize_text
 
 MAX_META_DEPTH = 32
 """Deepest nesting accepted in `meta`: orjson cannot serialise past 254 levels, so a deeper
 `meta` would make the labelled record unpublishable; it is rejected up front instead."""
 
-# Control characters (Unicode Cc) other than tab, line feed and carriage return.
+# Control characters (Unicode Cc) other than tab, line feed and carriage return: refused in ids
+# and tags; in `text` and `title` they are normalised instead (`worker/text.py`).
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
@@ -42,8 +45,22 @@ class InputMessage(BaseModel):
     lang: StrictStr | None = None
     ts: datetime | None = Field(None, description="ISO-8601 string or epoch milliseconds.")
     meta: dict[str, Any] | None = None
+    _truncated: bool = PrivateAttr(False)
 
-    @field_validator("id", "text", "title", "source", "lang")
+    @property
+    def truncated(self) -> bool:
+        """Whether `text` was cut to `MAX_TEXT_CHARS` (set by validation, never by the input)."""
+        return self._truncated
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _integer_id(cls, value: Any) -> Any:
+        """Database keys are integers: `{"id": 123}` means the id "123"."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+    @field_validator("id", "source", "lang")
     @classmethod
     def _no_control_characters(cls, value: str | None) -> str | None:
         found = _CONTROL.search(value) if value is not None else None
@@ -56,7 +73,7 @@ class InputMessage(BaseModel):
     @field_validator("text")
     @classmethod
     def _text_not_blank(cls, value: str) -> str:
-        if not value.strip():
+        if not normalize_text(value).strip():
             raise ValueError("text is blank")
         return value
 
@@ -84,15 +101,6 @@ class InputMessage(BaseModel):
         raise ValueError("ts must be an ISO-8601 string or epoch milliseconds")
 
 
-def model_text(text: str, title: str | None = None) -> str:
-    """What the classifier reads: the title, when there is one, joined to the text.
-
-    The trainer joins a title column the same way, so training and serving see the same input.
-    """
-    title = (title or "").strip()
-    return f"{title}. {text}" if title else text
-
-
 class ModelRef(BaseModel):
     name: str
     version: str
@@ -109,6 +117,9 @@ class LabelledRecord(BaseModel):
     ts_in: datetime = Field(description="When the input reached Kafka (record timestamp).")
     ts_out: datetime = Field(description="When the worker labelled it.")
     latency_ms: float
+    truncated: bool = Field(
+        False, description="The text was longer than MAX_TEXT_CHARS and labelled from its start."
+    )
     meta: dict[str, Any] | None = None
 
 
@@ -118,7 +129,7 @@ class ErrorInfo(BaseModel):
 
 
 class DeadLetter(BaseModel):
-    """An input that could not be labelled, with the reason and the original bytes."""
+    """An input that could not be labelled, with the reason, its original bytes and headers."""
 
     error: ErrorInfo
     topic: str
@@ -126,6 +137,17 @@ class DeadLetter(BaseModel):
     offset: int
     key_b64: str | None
     value_b64: str | None
+    value_size: int = Field(0, description="Size of the original value in bytes.")
+    value_truncated: bool = Field(
+        False,
+        description="value_b64 holds only the start of the value: the whole would not fit "
+        "the producer's request limit (PRODUCER_MAX_REQUEST_BYTES).",
+    )
+    headers: list[tuple[str, str]] = Field(
+        default_factory=list,
+        description="The input's headers as [name, base64 value] pairs, in order, for a replay; "
+        "they are also on the dead-letter record itself.",
+    )
     ts: datetime
 
 

@@ -1,15 +1,18 @@
 """Turn raw Kafka bytes into a validated `InputMessage`, or a precise reason why not.
 
-Checks run cheapest first: size before decoding, UTF-8 before JSON, JSON before schema.
+Checks run cheapest first: size before decoding, UTF-8 before JSON, JSON before the route's
+mapping (`worker/mapping.py`), the mapping before the schema.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
+from worker.mapping import DEFAULT_MAPPING, Mapping, Missing
 from worker.messages import RawMessage
 from worker.schemas import InputMessage
 
@@ -22,7 +25,6 @@ REASONS = frozenset(
         "not_an_object",
         "missing_field",
         "invalid_field",
-        "text_too_long",
     }
 )
 """Every `Rejection.type` that `validate` can give (the README lists them; the fuzz test holds
@@ -37,40 +39,62 @@ class Rejection:
     detail: str
 
 
-def _describe(exc: ValidationError) -> Rejection:
+def _describe(exc: ValidationError, names: dict[str, str | None]) -> Rejection:
+    """One detail per error, naming each field by the pointer the route read it from."""
     errors = exc.errors(include_url=False, include_input=False)
     kinds = {e["type"] for e in errors}
-    parts = [f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in errors]
+    parts = []
+    for e in errors:
+        loc = [str(p) for p in e["loc"]]
+        if loc and names.get(loc[0]) and names[loc[0]] != f"/{loc[0]}":
+            loc[0] = f"{loc[0]} ({names[loc[0]]})"
+        parts.append(f"{'.'.join(loc) or '<root>'}: {e['msg']}")
     kind = "missing_field" if kinds == {"missing"} else "invalid_field"
     return Rejection(kind, "; ".join(parts))
 
 
-def validate(raw: RawMessage, *, max_bytes: int, max_text_chars: int) -> InputMessage | Rejection:
-    """Parse and validate one message. Never raises for bad input."""
+def _fields(raw: RawMessage, text: str, mapping: Mapping) -> dict[str, Any] | Rejection:
+    """The canonical fields of the decoded value, by the route's mapping."""
+    if mapping.value_format == "text":
+        fields = mapping.from_text(raw, text)
+    else:
+        try:
+            payload = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            return Rejection("invalid_json", str(exc))
+        if not isinstance(payload, dict):
+            return Rejection("not_an_object", f"top-level JSON is {type(payload).__name__}")
+        fields = mapping.from_json(raw, payload)
+    if isinstance(fields, Missing):
+        return Rejection(fields.reason, fields.detail)
+    return fields
+
+
+def validate(
+    raw: RawMessage, *, max_bytes: int, max_text_chars: int, mapping: Mapping = DEFAULT_MAPPING
+) -> InputMessage | Rejection:
+    """Parse and validate one message. Never raises for bad input.
+
+    A text longer than `max_text_chars` is cut to that length and flagged `truncated` (the model
+    reads its first 128 tokens anyway); only `max_bytes` is a hard limit.
+    """
     value = raw.value
     if value is None or len(value) == 0:
         return Rejection("empty_message", "message value is empty")
     if len(value) > max_bytes:
         return Rejection("message_too_large", f"{len(value)} bytes > limit {max_bytes}")
     try:
-        value.decode("utf-8")
+        text = value.decode("utf-8")
     except UnicodeDecodeError as exc:
         return Rejection("invalid_utf8", f"byte {exc.start}: {exc.reason}")
+    fields = _fields(raw, text, mapping)
+    if isinstance(fields, Rejection):
+        return fields
     try:
-        payload = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        return Rejection("invalid_json", str(exc))
-    if not isinstance(payload, dict):
-        return Rejection("not_an_object", f"top-level JSON is {type(payload).__name__}")
-    if "id" not in payload and raw.key:
-        try:
-            payload["id"] = raw.key.decode("utf-8")
-        except UnicodeDecodeError:
-            return Rejection("invalid_utf8", "message has no id and its key is not UTF-8")
-    try:
-        message = InputMessage.model_validate(payload)
+        message = InputMessage.model_validate(fields)
     except ValidationError as exc:
-        return _describe(exc)
+        return _describe(exc, mapping.names)
     if len(message.text) > max_text_chars:
-        return Rejection("text_too_long", f"{len(message.text)} chars > limit {max_text_chars}")
+        message.text = message.text[:max_text_chars]
+        message._truncated = True  # noqa: SLF001 - validation is the one place that sets it
     return message

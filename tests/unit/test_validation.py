@@ -58,7 +58,8 @@ def test_id_taken_from_key_when_missing():
         (b'{"text": "no id"}', "missing_field", "id"),
         (b'{"id": "a", "text": ""}', "invalid_field", "text"),
         (b'{"id": "a", "text": "   "}', "invalid_field", "blank"),
-        (b'{"id": 5, "text": "x"}', "invalid_field", "id"),
+        (b'{"id": 5.5, "text": "x"}', "invalid_field", "id"),
+        (b'{"id": true, "text": "x"}', "invalid_field", "id"),
         (b'{"id": "a", "text": 42}', "invalid_field", "text"),
         (b'{"id": "a", "text": "x", "meta": [1]}', "invalid_field", "meta"),
         (b'{"id": "a", "text": "x", "ts": "yesterday"}', "invalid_field", "ts"),
@@ -72,9 +73,25 @@ def test_rejections_are_precise(value, kind, fragment):
     assert fragment in outcome.detail
 
 
-def test_text_over_char_limit():
-    outcome = check(orjson.dumps({"id": "a", "text": "y" * 101}))
-    assert outcome == Rejection("text_too_long", "101 chars > limit 100")
+def test_text_over_char_limit_is_cut_and_flagged():
+    message = check(orjson.dumps({"id": "a", "text": "y" * 100 + "z"}))
+    assert isinstance(message, InputMessage)
+    assert message.text == "y" * 100 and message.truncated
+
+
+def test_text_at_char_limit_is_whole():
+    message = check(orjson.dumps({"id": "a", "text": "y" * 100}))
+    assert isinstance(message, InputMessage) and not message.truncated
+
+
+def test_input_cannot_claim_truncated():
+    message = check(orjson.dumps({"id": "a", "text": "short", "truncated": True}))
+    assert isinstance(message, InputMessage) and not message.truncated
+
+
+def test_integer_id_is_its_decimal_string():
+    message = check(orjson.dumps({"id": 123, "text": "x"}))
+    assert isinstance(message, InputMessage) and message.id == "123"
 
 
 def test_size_checked_before_parsing():
