@@ -5,9 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from rich.markup import escape
 
@@ -18,11 +25,52 @@ if TYPE_CHECKING:
 
 
 class Route(BaseModel):
-    """One classification path: source topic -> Triton model -> sink topic."""
+    """One classification path: source topic -> Triton model -> sink topic, and where in the
+    producer's own message shape the text, title and id are (`worker/mapping.py`)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     source: str
     model: str
     sink: str
+    value_format: Literal["json", "text"] = Field(
+        "json", description="json: a JSON object; text: the whole value is the text (UTF-8)."
+    )
+    text_field: str = Field("/text", description="RFC 6901 JSON pointer to the text.")
+    title_field: str | None = Field("/title", description="Pointer to an optional title.")
+    id_field: str = Field("/id", description="Pointer to the message id (with id_from=field).")
+    id_from: Literal["field", "key", "coordinates"] = Field(
+        "field",
+        description="field: id_field, else the Kafka key; key: the Kafka key; coordinates: "
+        "topic-partition-offset, for topics without ids.",
+    )
+    keep_input: Literal["none", "all"] | list[str] | None = Field(
+        None,
+        description="What of the input the output's meta carries: None = the input's /meta "
+        "object; none; all (the whole input); or a list of pointers, each kept under its "
+        "pointer.",
+    )
+
+    @field_validator("text_field", "title_field", "id_field")
+    @classmethod
+    def _pointer(cls, value: str | None) -> str | None:
+        if value is not None and value and not value.startswith("/"):
+            raise ValueError(f"{value!r} is not a JSON pointer (RFC 6901): it must start with /")
+        return value
+
+    @field_validator("keep_input")
+    @classmethod
+    def _pointers(cls, value: object) -> object:
+        if isinstance(value, list):
+            for pointer in value:
+                cls._pointer(pointer)
+        return value
+
+    @model_validator(mode="after")
+    def _text_values_have_no_id_field(self) -> Route:
+        if self.value_format == "text" and self.id_from == "field":
+            raise ValueError("value_format=text has no id field: set id_from to key or coordinates")
+        return self
 
 
 DEFAULT_ROUTES = [
@@ -102,8 +150,30 @@ class WorkerSettings(BaseSettings, KafkaSecurity, TritonTLS):
     )
 
     # Validation
-    max_message_bytes: int = Field(64 * 1024, ge=1, description="Raw message size limit.")
-    max_text_chars: int = Field(20_000, ge=1, description="Text length limit after parsing.")
+    max_message_bytes: int = Field(
+        64 * 1024, ge=1, description="Raw message size limit: larger messages are dead letters."
+    )
+    max_text_chars: int = Field(
+        20_000,
+        ge=1,
+        description="A longer text is labelled from its first MAX_TEXT_CHARS characters, "
+        "flagged truncated.",
+    )
+    drop_headers: list[str] = Field(
+        default_factory=list,
+        description="JSON list of input header names (any case) not copied to the outputs.",
+    )
+    producer_max_request_bytes: int = Field(
+        1_000_000,
+        ge=16 * 1024,
+        description="Largest record the worker produces; checked at start against the "
+        "broker's and the output topics' message.max.bytes. Bigger dead letters are cut to fit.",
+    )
+    inject_failure_text: str = Field(
+        "",
+        description="Test seam: a message whose text contains this string fails inside the "
+        "pipeline and becomes a processing_error dead letter. Empty = off.",
+    )
 
     # Triton
     triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC endpoint host:port.")
@@ -186,6 +256,11 @@ class WorkerSettings(BaseSettings, KafkaSecurity, TritonTLS):
         Path.home() / ".cache" / "labelstream" / "kafka",
         description="Where the broker jars are cached, outside the clone.",
     )
+
+    @field_validator("drop_headers")
+    @classmethod
+    def _header_names_any_case(cls, value: list[str]) -> list[str]:
+        return [name.lower() for name in value]
 
     @model_validator(mode="after")
     def _permutations_can_reach_alpha(self) -> WorkerSettings:
