@@ -229,6 +229,7 @@ def create_app(settings: WorkerSettings, classifier: Classifier | None = None) -
         topic_replication_factor=settings.topic_replication_factor,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        producer_max_request_size=settings.producer_max_request_bytes,
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
         broker_commit_interval=settings.kafka_commit_interval_s,

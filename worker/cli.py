@@ -31,13 +31,18 @@ def run() -> None:
     from worker.app import create_app
     from worker.logging import configure_logging, logging_config
     from worker.metrics import start_metrics_server
-    from worker.topics import ensure_topics
+    from worker.topics import RequestLimitError, check_request_limit, ensure_topics
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
     # Faust never creates source topics, and the drift table needs its samples topic
     # partitioned like its changelog: create whatever is missing before joining the group.
     asyncio.run(ensure_topics(settings))
+    try:
+        asyncio.run(check_request_limit(settings))
+    except RequestLimitError as exc:
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)  # one line, however wide
+        raise SystemExit(2) from exc
     faust_app = create_app(settings)
     start_metrics_server(settings.metrics_port)
     worker = faust.Worker(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,16 +18,18 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 async def produce(
     bootstrap_servers: str,
     topic: str,
-    messages: Iterable[tuple[bytes | None, bytes]],
+    messages: Iterable[tuple[bytes | None, bytes] | tuple[bytes | None, bytes, Sequence]],
     *,
     security: Mapping[str, Any] | None = None,
 ) -> int:
-    """Send (key, value) pairs and wait for every acknowledgement; returns the count sent.
+    """Send (key, value) or (key, value, headers) tuples and wait for every acknowledgement;
+    returns the count sent.
 
     `security`: `worker.security.kafka_client_kwargs(settings)` for TLS/SASL brokers.
     """
@@ -37,7 +39,10 @@ async def produce(
     try:
         # stop() also closes what a failed start() left open (no unclosed-client warnings)
         await producer.start()
-        futures = [await producer.send(topic, value=value, key=key) for key, value in messages]
+        futures = [
+            await producer.send(topic, value=m[1], key=m[0], headers=list(m[2]) if m[2:] else None)
+            for m in messages
+        ]
         await asyncio.gather(*futures)
         return len(futures)
     finally:
@@ -89,7 +94,8 @@ async def read_topics(
             batch = await consumer.getmany(timeout_ms=200)
             for tp, messages in batch.items():
                 records.extend(
-                    Record(tp.topic, tp.partition, m.offset, m.key, m.value) for m in messages
+                    Record(tp.topic, tp.partition, m.offset, m.key, m.value, tuple(m.headers))
+                    for m in messages
                 )
         return records
     finally:

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from worker.security import kafka_client_kwargs
@@ -118,3 +119,45 @@ async def _wait_for_leaders(
                 partitions=len(t["partitions"]),
                 expected=settings.topic_partitions,
             )
+
+
+class RequestLimitError(RuntimeError):
+    """PRODUCER_MAX_REQUEST_BYTES is above what the broker accepts on an output topic."""
+
+
+async def check_request_limit(settings: WorkerSettings, timeout: float = 30.0) -> int:
+    """Refuse a producer limit that an output topic's `max.message.bytes` (the broker's
+    `message.max.bytes` unless the topic overrides it) is below: the broker would refuse a
+    record that the worker thinks fits. Returns the smallest topic limit."""
+    outputs = [route.sink for route in settings.routes] + [settings.deadletter_topic]
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        request_timeout_ms=int(timeout * 1000),
+        **kafka_client_kwargs(settings),
+    )
+    await admin.start()
+    try:
+        resources = [
+            ConfigResource(ConfigResourceType.TOPIC, name, {"max.message.bytes": None})
+            for name in dict.fromkeys(outputs)
+        ]
+        responses = await admin.describe_configs(resources)
+    finally:
+        await admin.close()
+    limits = {
+        name: int(value)
+        for response in responses
+        for _code, _message, _type, name, entries in response.resources
+        for entry_name, value, *_ in entries
+        if entry_name == "max.message.bytes"
+    }
+    too_small = {
+        name: limit for name, limit in limits.items() if limit < settings.producer_max_request_bytes
+    }
+    if too_small:
+        listed = ", ".join(f"{name} ({limit})" for name, limit in sorted(too_small.items()))
+        raise RequestLimitError(
+            f"PRODUCER_MAX_REQUEST_BYTES={settings.producer_max_request_bytes} is above "
+            f"max.message.bytes of {listed}: lower it or raise the topics' limit"
+        )
+    return min(limits.values(), default=settings.producer_max_request_bytes)

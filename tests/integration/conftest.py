@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from tests.integration.data import data_file
@@ -107,6 +108,10 @@ def worker_env(settings: WorkerSettings) -> dict[str, str]:
             "KAFKA_SESSION_TIMEOUT_S": str(settings.kafka_session_timeout_s),
             "BATCHES_IN_FLIGHT": str(settings.batches_in_flight),
             "LOG_FORMAT": "json",
+            "MAX_TEXT_CHARS": str(settings.max_text_chars),
+            "DROP_HEADERS": orjson.dumps(settings.drop_headers).decode(),
+            "PRODUCER_MAX_REQUEST_BYTES": str(settings.producer_max_request_bytes),
+            "INJECT_FAILURE_TEXT": settings.inject_failure_text,
         }
     )
     return env
