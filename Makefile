@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install test unit integration chaos lint demo bench bench-profile bench-backlog stack-up stack-down clean
+.PHONY: install test unit integration chaos lint demo bench bench-profile bench-backlog bench-compression stack-up stack-down clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -47,6 +47,9 @@ bench-profile: install
 
 bench-backlog: install
 	$(PY) bench/backlog.py
+
+bench-compression: install
+	$(PY) bench/compression.py
 
 stack-up: install
 	$(VENV)/bin/worker stack up

@@ -9,7 +9,8 @@ COPY worker ./worker
 COPY trainer ./trainer
 # Versions are pinned in pyproject.toml; model.py comes from the mounted repository.
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir ".[trainer]"
+RUN pip install --no-cache-dir ".[trainer]" \
+    && python -c "from worker.codecs import check_codecs; check_codecs()"
 USER 10001:10001
 WORKDIR /home/labelstream
 ENV TRAINER_REPOSITORY=/models \

@@ -11,7 +11,8 @@ FROM python:3.11-slim
 RUN groupadd --gid 10001 labelstream \
     && useradd --create-home --uid 10001 --gid 10001 labelstream
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
+    && python -c "from worker.codecs import check_codecs; check_codecs()"
 USER 10001:10001
 WORKDIR /home/labelstream
 ENV STATE_DIR=/home/labelstream/state \

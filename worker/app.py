@@ -230,6 +230,9 @@ def create_app(settings: WorkerSettings, classifier: Classifier | None = None) -
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_max_request_size=settings.producer_max_request_bytes,
+        producer_compression_type=(
+            None if settings.output_compression == "none" else settings.output_compression
+        ),
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
         broker_commit_interval=settings.kafka_commit_interval_s,

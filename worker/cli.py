@@ -29,10 +29,16 @@ def run() -> None:
     import faust
 
     from worker.app import create_app
+    from worker.codecs import MissingCodecError, check_codecs
     from worker.logging import configure_logging, logging_config
     from worker.metrics import start_metrics_server
     from worker.topics import RequestLimitError, check_request_limit, ensure_topics
 
+    try:
+        check_codecs()
+    except MissingCodecError as exc:
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        raise SystemExit(2) from exc
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
     # Faust never creates source topics, and the drift table needs its samples topic

@@ -163,6 +163,11 @@ class WorkerSettings(BaseSettings, KafkaSecurity, TritonTLS):
         default_factory=list,
         description="JSON list of input header names (any case) not copied to the outputs.",
     )
+    output_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        "zstd",
+        description="Codec of everything the worker produces. zstd: a fifth of the bytes for "
+        "about 1 µs of CPU per message (bench/compression.json).",
+    )
     producer_max_request_bytes: int = Field(
         1_000_000,
         ge=16 * 1024,
