@@ -45,7 +45,10 @@ class Mapping:
         self._text = JsonPointer(route.text_field)
         self._title = _compile(route.title_field)
         self._id = JsonPointer(route.id_field)
-        self._keep = [JsonPointer(p) for p in route.keep_input or () if route.keep_input != "all"]
+        # Only a list holds pointers: iterating keep_input="none" used to compile "n", "o", ...
+        # and crash on the first (not a JSON pointer), so no route could say keep_input=none.
+        keep = route.keep_input if isinstance(route.keep_input, list) else []
+        self._keep = [JsonPointer(p) for p in keep]
         self.names = {"id": route.id_field, "text": route.text_field, "title": route.title_field}
         """Canonical field -> the pointer it came from, for error details."""
 
