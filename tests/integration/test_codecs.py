@@ -24,7 +24,7 @@ def test_console_producer_codecs_and_a_zstd_topic_are_all_labelled(routes_settin
     settings = routes_settings
     route = settings.routes[0]
     zstd_topic = f"{route.source}.zstd"
-    libs = ensure_tools(settings.kafka_version)
+    libs = ensure_tools(settings)
     bootstrap = settings.kafka_bootstrap_servers
 
     async def zstd_source():
@@ -47,16 +47,32 @@ def test_console_producer_codecs_and_a_zstd_topic_are_all_labelled(routes_settin
         ]
         for n, codec in enumerate([*CODECS, "topic-zstd"])
     }
-    worker = start_worker(settings)
+    worker = start_worker(settings)  # one worker process for the whole case
     for codec in CODECS:
         console_produce(libs, bootstrap, route.source, batches[codec], codec=codec)
+        assert worker.poll() is None, f"the worker died after the {codec} messages"
     console_produce(libs, bootstrap, zstd_topic, batches["topic-zstd"], codec="none")
     wanted = {key.decode() for batch in batches.values() for key, _ in batch}
 
-    labelled, dead = asyncio.run(
-        collect(bootstrap, [route.sink], settings.deadletter_topic, wanted, timeout_s=300)
-    )
-    assert worker.poll() is None, "the worker died: a codec it cannot decode?"
+    async def collect_watching():
+        """Collect, checking every 0.2 s that the worker process is still alive."""
+        exits: list[int] = []
+
+        async def watch():
+            while (code := worker.poll()) is None:
+                await asyncio.sleep(0.2)
+            exits.append(code)
+
+        watcher = asyncio.create_task(watch())
+        try:
+            return await collect(
+                bootstrap, [route.sink], settings.deadletter_topic, wanted, timeout_s=300
+            ), exits
+        finally:
+            watcher.cancel()
+
+    (labelled, dead), exits = asyncio.run(collect_watching())
+    assert not exits and worker.poll() is None, f"the worker exited ({exits}): a codec?"
     counted = outcome(
         "Kafka's console producer: none, gzip, snappy, lz4, zstd and a zstd topic",
         wanted,
