@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import structlog
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from tritonclient.utils import InferenceServerException
 
 from worker.batching import halves
@@ -29,6 +29,8 @@ log = structlog.get_logger(__name__)
 def is_transient(exc: BaseException) -> bool:
     """Whether retrying the same work later can succeed."""
     if isinstance(exc, InferenceServerException):
+        return True
+    if isinstance(exc, KafkaTimeoutError):  # marked not retriable, yet only a slow broker
         return True
     if isinstance(exc, KafkaError):
         return bool(exc.retriable)

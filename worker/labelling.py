@@ -33,6 +33,7 @@ def carried_headers(headers: Headers, drop: Collection[str]) -> Headers:
     """The input headers an output carries: all but the dropped ones and the worker's own."""
     if not headers:
         return ()
+    drop = {name.lower() for name in drop}
     return tuple(
         (name, value)
         for name, value in headers

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from jsonpointer import JsonPointer
+from jsonpointer import EndOfList, JsonPointer
 
 from worker.messages import RawMessage
 from worker.settings import Route
@@ -25,6 +25,12 @@ class Missing:
 
     detail: str
     reason: str = "missing_field"
+
+
+def _resolve(pointer: JsonPointer, document: Any) -> Any:
+    """The value at `pointer`, or `_MISSING`; `/-` (past an array's end) is missing too."""
+    value = pointer.resolve(document, _MISSING)
+    return _MISSING if isinstance(value, EndOfList) else value
 
 
 def _compile(pointer: str | None) -> JsonPointer | None:
@@ -57,12 +63,12 @@ class Mapping:
         if self.default:
             fields = payload
         else:
-            text = self._text.resolve(payload, _MISSING)
+            text = _resolve(self._text, payload)
             if text is _MISSING:
                 return Missing(f"no value at {self.route.text_field} (text_field)")
             fields = {"text": text, "meta": self._meta(payload)}
-            title = self._title.resolve(payload, None) if self._title is not None else None
-            if title is not None:
+            title = _resolve(self._title, payload) if self._title is not None else _MISSING
+            if title is not _MISSING and title is not None:
                 fields["title"] = title
         return self._with_id(raw, fields, payload)
 
@@ -79,7 +85,7 @@ class Mapping:
             return None
         if keep == "all":
             return payload
-        found = {p.path: p.resolve(payload, _MISSING) for p in self._keep}
+        found = {p.path: _resolve(p, payload) for p in self._keep}
         return {path: value for path, value in found.items() if value is not _MISSING} or None
 
     def _with_id(
@@ -89,7 +95,7 @@ class Mapping:
         if how == "coordinates":
             identity: Any = f"{raw.topic}-{raw.partition}-{raw.offset}"
         elif how == "field" and payload is not None:
-            identity = self._id.resolve(payload, _MISSING)
+            identity = _resolve(self._id, payload)
             if identity is _MISSING:
                 if not raw.key:
                     return Missing(f"no value at {self.route.id_field} (id_field) and no key")

@@ -7,6 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from jsonpointer import JsonPointer, JsonPointerException
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -54,8 +55,11 @@ class Route(BaseModel):
     @field_validator("text_field", "title_field", "id_field")
     @classmethod
     def _pointer(cls, value: str | None) -> str | None:
-        if value is not None and value and not value.startswith("/"):
-            raise ValueError(f"{value!r} is not a JSON pointer (RFC 6901): it must start with /")
+        if value is not None:
+            try:
+                JsonPointer(value)
+            except JsonPointerException as exc:
+                raise ValueError(f"{value!r} is not a JSON pointer (RFC 6901): {exc}") from None
         return value
 
     @field_validator("keep_input")

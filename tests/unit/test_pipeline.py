@@ -170,3 +170,33 @@ async def test_failing_shadow_changes_nothing_but_its_record():
     result = await pipeline.process([message(i) for i in range(3)])
     assert result.labelled == 3
     assert result.observed["1"].shadow_agree == [-1, -1, -1]
+
+
+async def test_injected_failure_is_isolated_to_one_processing_error():
+    """The INJECT_FAILURE_TEXT seam fails the pipeline like a bug would; bisection through
+    `isolate` leaves one processing_error dead letter and labels the rest, in order."""
+    from worker.failures import isolate
+
+    pipeline = Pipeline(ROUTE, FakeClassifier(), settings(inject_failure_text="BOOM"))
+    batch = [message(i, "BOOM goes it" if i == 2 else "some news") for i in range(5)]
+    outcomes = await isolate(
+        batch, pipeline.process, pipeline.failed, retry_initial_s=0.001, retry_max_s=0.001
+    )
+    records = [r for outcome in outcomes for r in outcome.records]
+    assert [r.key for r in records] == [f"m{i}".encode() for i in range(5)]
+    assert [r.topic for r in records] == ["news.labelled"] * 2 + ["labelstream.deadletter"] + [
+        "news.labelled"
+    ] * 2
+    error = orjson.loads(records[2].value)["error"]
+    assert error["type"] == "processing_error"
+    assert error["detail"].startswith("RuntimeError: injected failure")
+
+
+async def test_record_kafka_refuses_becomes_its_inputs_dead_letter():
+    pipeline = Pipeline(ROUTE, FakeClassifier(), settings())
+    result = await pipeline.process([message(0)])
+    replaced = pipeline.refused(result.records[0], ValueError("MessageSizeTooLarge"))
+    body = orjson.loads(replaced.value)
+    assert replaced.topic == "labelstream.deadletter" and replaced.key == b"m0"
+    assert body["error"]["type"] == "processing_error"
+    assert "news.labelled" in body["error"]["detail"] and body["offset"] == 100

@@ -1,0 +1,86 @@
+"""Output records: headers carried and added, dead letters cut to fit the request limit."""
+
+import base64
+from datetime import UTC, datetime
+
+import numpy as np
+import orjson
+
+from worker.labelling import dead_letter_record, labelled_record, record_size
+from worker.messages import RawMessage
+from worker.schemas import InputMessage
+from worker.validation import Rejection
+
+NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+TRACE = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+HEADERS = (
+    ("traceparent", TRACE),
+    ("x-tag", b"a"),
+    ("X-Secret", b"hunter2"),
+    ("x-tag", b"b"),
+    ("content-type", b"text/plain"),
+    ("labelstream-version", b"99"),
+)
+
+
+def raw(value: bytes, headers=HEADERS) -> RawMessage:
+    return RawMessage("news.raw", 2, 41, b"k-1", value, 1_764_676_800.0, headers)
+
+
+def labelled(message: InputMessage, drop=()):
+    probs = np.array([0.1, 0.7, 0.1, 0.1])
+    return labelled_record(
+        raw(b"{}"),
+        message,
+        sink="news.labelled",
+        model="news_topic",
+        version="3",
+        labels=["World", "Sports", "Business", "Sci/Tech"],
+        probs=probs,
+        now=NOW,
+        drop_headers=drop,
+    )
+
+
+def test_labelled_record_carries_input_headers_in_order_and_its_own():
+    record = labelled(InputMessage(id="k-1", text="goal"), drop={"x-secret"})
+    assert record.headers == (
+        ("traceparent", TRACE),
+        ("x-tag", b"a"),
+        ("x-tag", b"b"),
+        ("content-type", b"application/json"),
+        ("labelstream-model", b"news_topic"),
+        ("labelstream-version", b"3"),
+    )
+    body = orjson.loads(record.value)
+    assert body["truncated"] is False and body["label"] == "Sports"
+
+
+def test_drop_names_match_any_case():
+    record = labelled(InputMessage(id="k-1", text="goal"), drop={"X-SECRET", "Traceparent"})
+    names = [name for name, _ in record.headers]
+    assert "X-Secret" not in names and "traceparent" not in names
+
+
+def test_dead_letter_keeps_every_original_header_in_its_body():
+    record = dead_letter_record(
+        raw(b"not json"), Rejection("invalid_json", "x"), topic="dl", now=NOW
+    )
+    body = orjson.loads(record.value)
+    assert body["headers"] == [[n, base64.b64encode(v).decode()] for n, v in HEADERS]
+    assert ("content-type", b"application/json") in record.headers
+    assert ("traceparent", TRACE) in record.headers
+    assert base64.b64decode(body["value_b64"]) == b"not json"
+    assert body["value_size"] == 8 and body["value_truncated"] is False
+
+
+def test_900_kb_dead_letter_is_cut_to_fit_the_limit():
+    value = b'{"id": "big", "text": "' + b"word " * 180_000 + b'"}'
+    record = dead_letter_record(
+        raw(value), Rejection("message_too_large", "x"), topic="dl", now=NOW, max_bytes=1_000_000
+    )
+    assert record_size(record.key, record.value, record.headers) <= 1_000_000
+    body = orjson.loads(record.value)
+    kept = base64.b64decode(body["value_b64"])
+    assert body["value_truncated"] is True and body["value_size"] == len(value)
+    assert value.startswith(kept) and len(kept) > 700_000
