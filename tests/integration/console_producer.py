@@ -3,15 +3,13 @@ like the broker and run with the machine's Java: a client no one here wrote."""
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
 from worker.settings import WorkerSettings
-from worker.stack.state import StackError
+from worker.stack.kafka import resolve_jars
 
 POM = Path(__file__).with_name("kafka-tools-pom.xml")
 
@@ -23,33 +21,7 @@ def ensure_tools(settings: WorkerSettings) -> Path:
     libs = Path(settings.kafka_libs_cache).expanduser() / version / "tools"
     if any(libs.glob("kafka-tools-*.jar")):
         return libs
-    libs.parent.mkdir(parents=True, exist_ok=True)
-    tmp = libs.with_name(f"tools.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    cmd = [
-        shutil.which("mvn") or "mvn",
-        "-q",
-        "-B",
-        "-f",
-        str(POM),
-        f"-Dkafka.version={version}",
-        "dependency:copy-dependencies",
-        "-DincludeScope=runtime",
-        f"-DoutputDirectory={tmp}",
-    ]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    if result.returncode != 0 or not any(tmp.glob("kafka-tools-*.jar")):
-        shutil.rmtree(tmp, ignore_errors=True)
-        output = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr)
-        raise StackError(
-            f"mvn could not resolve kafka-tools {version} (exit {result.returncode}): "
-            f"{' '.join(cmd)}\n" + "\n".join(output.splitlines()[-30:])
-        )
-    try:
-        tmp.rename(libs)
-    except OSError:  # another run finished first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return libs
+    return resolve_jars(POM, version, libs, "kafka-tools-*.jar")
 
 
 def console_produce(

@@ -140,39 +140,10 @@ class LocalKafka(ManagedProcess):
         libs = self.libs_dir
         if libs.is_dir() and any(libs.glob("kafka_2.13-*.jar")):
             return libs
-        mvn = _require("mvn", "Apache Maven, e.g. `apt-get install maven`")
-        libs.parent.mkdir(parents=True, exist_ok=True)
-        tmp = libs.with_name(f"libs.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
         log.info(
             "resolving kafka jars with mvn", version=self.settings.kafka_version, into=str(libs)
         )
-        cmd = [
-            mvn,
-            "-q",
-            "-B",
-            "-f",
-            str(POM),
-            f"-Dkafka.version={self.settings.kafka_version}",
-            "dependency:copy-dependencies",
-            "-DincludeScope=runtime",
-            f"-DoutputDirectory={tmp}",
-        ]
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        if result.returncode != 0 or not any(tmp.glob("kafka_2.13-*.jar")):
-            shutil.rmtree(tmp, ignore_errors=True)
-            output = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr)
-            output = "\n".join(output.splitlines()[-30:])
-            raise StackError(
-                f"mvn could not resolve Kafka {self.settings.kafka_version} "
-                f"(exit {result.returncode}); command: {' '.join(cmd)}\n{output}"
-            )
-        try:
-            tmp.rename(libs)
-        except OSError:
-            # Another process finished the same download first; use theirs.
-            shutil.rmtree(tmp, ignore_errors=True)
-        return libs
+        return resolve_jars(POM, self.settings.kafka_version, libs, "kafka_2.13-*.jar")
 
     def _choose_ports(self) -> None:
         """Keep the recorded ports (the formatted controller quorum remembers its endpoint)."""
@@ -307,6 +278,41 @@ def _cluster_id() -> str:
         value = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not value.startswith("-"):
             return value
+
+
+def resolve_jars(pom: Path, version: str, libs: Path, marker: str) -> Path:
+    """`mvn dependency:copy-dependencies` of `pom` at Kafka `version` into `libs`, through a
+    temporary folder so a half-finished download is never used; `marker` proves success."""
+    mvn = _require("mvn", "Apache Maven, e.g. `apt-get install maven`")
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    tmp = libs.with_name(f"{libs.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    cmd = [
+        mvn,
+        "-q",
+        "-B",
+        "-f",
+        str(pom),
+        f"-Dkafka.version={version}",
+        "dependency:copy-dependencies",
+        "-DincludeScope=runtime",
+        f"-DoutputDirectory={tmp}",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0 or not any(tmp.glob(marker)):
+        shutil.rmtree(tmp, ignore_errors=True)
+        output = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr)
+        output = "\n".join(output.splitlines()[-30:])
+        raise StackError(
+            f"mvn could not resolve {pom.name} at Kafka {version} "
+            f"(exit {result.returncode}); command: {' '.join(cmd)}\n{output}"
+        )
+    try:
+        tmp.rename(libs)
+    except OSError:
+        # Another process finished the same download first; use theirs.
+        shutil.rmtree(tmp, ignore_errors=True)
+    return libs
 
 
 def _require(tool: str, what: str) -> str:
