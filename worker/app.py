@@ -22,17 +22,17 @@ from datetime import UTC, datetime
 import faust
 import orjson
 import structlog
-from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
+from aiokafka.errors import KafkaError
 from faust.types import EventT
 
 from worker import faust_fixes, metrics
 from worker.batching import Dispatcher
 from worker.drift import Thresholds
 from worker.drift_flow import DriftMonitor, batch_samples
-from worker.failures import isolate
+from worker.failures import is_transient, isolate
 from worker.inference import Classifier, TritonClassifier, backoff_delays
 from worker.messages import OutRecord, RawMessage
-from worker.pipeline import BatchResult, Pipeline
+from worker.pipeline import TOO_LARGE, BatchResult, Pipeline
 from worker.references import ReferenceStore
 from worker.registry import RegistryReader, auto_rollback
 from worker.security import faust_credentials, kafka_client_kwargs, triton_client_kwargs
@@ -64,8 +64,7 @@ def _to_raw(event: EventT) -> RawMessage:
     )
 
 
-Refused = Callable[[OutRecord, BaseException], OutRecord]
-TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
+Refused = Callable[[OutRecord, BaseException], OutRecord | None]
 
 
 async def _send_all(
@@ -99,9 +98,10 @@ async def publish(
     retry_initial_s: float = 0.2,
     retry_max_s: float = 5.0,
 ) -> None:
-    """Publish until the broker acknowledged every record. A record refused as too large is
-    replaced by `refused(record, error)` (its input's dead letter); any other failed record is
-    sent again with backoff, forever, and only the failed ones."""
+    """Publish until the broker acknowledged every record. A record the broker refuses for
+    good (too large, not authorised, ...) is replaced by `refused(record, error)`, its input's
+    dead letter, where there is one; transient failures, and refusals `refused` has no answer
+    for, are sent again with backoff, forever, and only the failed ones."""
     todo = list(records)
     delays = backoff_delays(retry_initial_s, retry_max_s)
     while todo:
@@ -110,9 +110,12 @@ async def publish(
         for record, error in zip(todo, errors, strict=True):
             if error is None:
                 continue
-            if refused is not None and isinstance(error, TOO_LARGE):
-                log.error("record_refused", topic=record.topic, bytes=len(record.value))
-                again.append(refused(record, error))
+            replacement = None
+            if refused is not None and _refused_for_good(error):
+                replacement = refused(record, error)
+            if replacement is not None:
+                log.error("record_refused", topic=record.topic, error=repr(error))
+                again.append(replacement)
             else:
                 again.append(record)
                 failed = error
@@ -121,6 +124,14 @@ async def publish(
             log.warning("publish_retry", records=len(again), error=repr(failed), retry_in_s=delay)
             await asyncio.sleep(delay)
         todo = again
+
+
+def _refused_for_good(error: BaseException) -> bool:
+    """The broker said no and will say no again (too large, not authorised, invalid topic);
+    anything else, an unknown exception included, is worth sending again."""
+    return isinstance(error, TOO_LARGE) or (
+        isinstance(error, KafkaError) and not is_transient(error)
+    )
 
 
 Outcome = tuple[BatchResult, list[OutRecord]]

@@ -14,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 import structlog
+from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
 
 from worker.batching import chunks, halves, prepare_batch
 from worker.inference import Classification, Classifier, InferenceRejected
@@ -27,6 +28,8 @@ from worker.text import model_text
 from worker.validation import Rejection, validate
 
 log = structlog.get_logger(__name__)
+
+TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
 
 Item = tuple[int, RawMessage, InputMessage]
 
@@ -261,11 +264,15 @@ class Pipeline:
             drop_headers=self.drop_headers,
         )
 
-    def refused(self, record: OutRecord, exc: BaseException) -> OutRecord:
-        """What replaces a record that Kafka refused as too large: its input's dead letter,
-        cut to half the request limit (the broker's own limit may be below ours)."""
+    def refused(self, record: OutRecord, exc: BaseException) -> OutRecord | None:
+        """What replaces a record that Kafka refused for good: its input's dead letter, cut to
+        half the request limit (the broker's own limit may be below ours). None (send it
+        again) for a record with no input, and for a dead letter refused for another reason
+        than its size: the dead-letter topic itself is broken, and nothing may be dropped."""
         if record.origin is None:
-            raise exc
+            return None
+        if record.topic == self.deadletter_topic and not isinstance(exc, TOO_LARGE):
+            return None
         detail = f"Kafka refused the {len(record.value)}-byte record for {record.topic}: {exc!r}"
         return dead_letter_record(
             record.origin,
