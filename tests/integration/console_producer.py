@@ -39,6 +39,7 @@ def console_produce(
         [
             shutil.which("java") or "java",
             "-Xmx256m",
+            "-XX:TieredStopAtLevel=1",  # a short-lived client: C1 only, less start-up CPU
             "-cp",
             f"{libs}/*",
             "org.apache.kafka.tools.ConsoleProducer",
