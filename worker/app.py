@@ -22,17 +22,16 @@ from datetime import UTC, datetime
 import faust
 import orjson
 import structlog
-from aiokafka.errors import KafkaError
 from faust.types import EventT
 
 from worker import faust_fixes, metrics
 from worker.batching import Dispatcher
 from worker.drift import Thresholds
 from worker.drift_flow import DriftMonitor, batch_samples
-from worker.failures import is_transient, isolate
+from worker.failures import is_refused_for_good, isolate
 from worker.inference import Classifier, TritonClassifier, backoff_delays
 from worker.messages import OutRecord, RawMessage
-from worker.pipeline import TOO_LARGE, BatchResult, Pipeline
+from worker.pipeline import BatchResult, Pipeline
 from worker.references import ReferenceStore
 from worker.registry import RegistryReader, auto_rollback
 from worker.security import faust_credentials, kafka_client_kwargs, triton_client_kwargs
@@ -111,7 +110,7 @@ async def publish(
             if error is None:
                 continue
             replacement = None
-            if refused is not None and _refused_for_good(error):
+            if refused is not None and is_refused_for_good(error):
                 replacement = refused(record, error)
             if replacement is not None:
                 log.error("record_refused", topic=record.topic, error=repr(error))
@@ -124,14 +123,6 @@ async def publish(
             log.warning("publish_retry", records=len(again), error=repr(failed), retry_in_s=delay)
             await asyncio.sleep(delay)
         todo = again
-
-
-def _refused_for_good(error: BaseException) -> bool:
-    """The broker said no and will say no again (too large, not authorised, invalid topic);
-    anything else, an unknown exception included, is worth sending again."""
-    return isinstance(error, TOO_LARGE) or (
-        isinstance(error, KafkaError) and not is_transient(error)
-    )
 
 
 Outcome = tuple[BatchResult, list[OutRecord]]

@@ -14,7 +14,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import structlog
-from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka.errors import (
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+)
 from tritonclient.utils import InferenceServerException
 
 from worker.batching import halves
@@ -24,6 +29,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 log = structlog.get_logger(__name__)
+
+TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
+"""A record the producer or the broker refuses for its size."""
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -35,6 +43,12 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, KafkaError):
         return bool(exc.retriable)
     return isinstance(exc, TimeoutError | ConnectionError)
+
+
+def is_refused_for_good(exc: BaseException) -> bool:
+    """The broker said no and will say no again (too large, not authorised, invalid topic);
+    anything else, an unknown exception included, is worth sending again."""
+    return isinstance(exc, TOO_LARGE) or (isinstance(exc, KafkaError) and not is_transient(exc))
 
 
 async def isolate(

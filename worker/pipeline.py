@@ -14,9 +14,9 @@ from typing import Protocol
 
 import numpy as np
 import structlog
-from aiokafka.errors import MessageSizeTooLargeError, RecordTooLargeError
 
 from worker.batching import chunks, halves, prepare_batch
+from worker.failures import TOO_LARGE
 from worker.inference import Classification, Classifier, InferenceRejected
 from worker.labelling import dead_letter_record, labelled_record, record_size
 from worker.mapping import Mapping
@@ -28,8 +28,6 @@ from worker.text import model_text
 from worker.validation import Rejection, validate
 
 log = structlog.get_logger(__name__)
-
-TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
 
 Item = tuple[int, RawMessage, InputMessage]
 
@@ -254,13 +252,15 @@ class Pipeline:
             observed.shadow_agree.append(int(answer.labels[mine] == other.labels[their]))
             observed.shadow_delta.append(round(float(their_conf - ours), 5))
 
-    def _dead_letter(self, raw: RawMessage, rejection: Rejection) -> OutRecord:
+    def _dead_letter(
+        self, raw: RawMessage, rejection: Rejection, max_bytes: int | None = None
+    ) -> OutRecord:
         return dead_letter_record(
             raw,
             rejection,
             topic=self.deadletter_topic,
             now=datetime.now(UTC),
-            max_bytes=self.max_record_bytes,
+            max_bytes=max_bytes or self.max_record_bytes,
             drop_headers=self.drop_headers,
         )
 
@@ -274,14 +274,8 @@ class Pipeline:
         if record.topic == self.deadletter_topic and not isinstance(exc, TOO_LARGE):
             return None
         detail = f"Kafka refused the {len(record.value)}-byte record for {record.topic}: {exc!r}"
-        return dead_letter_record(
-            record.origin,
-            Rejection("processing_error", detail),
-            topic=self.deadletter_topic,
-            now=datetime.now(UTC),
-            max_bytes=self.max_record_bytes // 2,
-            drop_headers=self.drop_headers,
-        )
+        rejection = Rejection("processing_error", detail)
+        return self._dead_letter(record.origin, rejection, self.max_record_bytes // 2)
 
     def failed(self, raw: RawMessage, exc: BaseException) -> BatchResult:
         """The outcome of one message that processing failed on: a `processing_error` dead
