@@ -1,8 +1,9 @@
 """The Faust application: one agent per route, each a short loop around `Pipeline`.
 
-Message flow: source topic -> `take_events` micro-batch -> `Pipeline.process` (validate, infer,
-label) -> publish every record and wait for the broker's ack -> Faust acks the events, so no
-offset is committed before its labelled or dead-letter record is on Kafka.
+Message flow: source topic -> `intake.take` (the events Faust delivered, in bulk) -> `Dispatcher`
+(micro-batches, several in flight) -> `Pipeline.process` (validate, infer, label) ->
+`publishing.publish` (one produce batch per partition, wait for the broker's acks) ->
+`intake.ack`, so no offset is committed before its labelled or dead-letter record is on Kafka.
 
 Drift flow: with each batch, the classify agent also publishes its drift samples (one per
 served version) to the internal `<app id>-drift-samples` topic, keyed by model. The drift agent
@@ -24,14 +25,15 @@ import orjson
 import structlog
 from faust.types import EventT
 
-from worker import faust_fixes, metrics
+from worker import faust_fixes, intake, metrics
 from worker.batching import Dispatcher
 from worker.drift import Thresholds
 from worker.drift_flow import DriftMonitor, batch_samples
-from worker.failures import is_refused_for_good, isolate
-from worker.inference import Classifier, TritonClassifier, backoff_delays
+from worker.failures import isolate
+from worker.inference import Classifier, TritonClassifier
 from worker.messages import OutRecord, RawMessage
 from worker.pipeline import BatchResult, Pipeline
+from worker.publishing import BatchProducer, SendAll, per_record_sender, publish
 from worker.references import ReferenceStore
 from worker.registry import RegistryReader, auto_rollback
 from worker.security import faust_credentials, kafka_client_kwargs, triton_client_kwargs
@@ -63,74 +65,12 @@ def _to_raw(event: EventT) -> RawMessage:
     )
 
 
-Refused = Callable[[OutRecord, BaseException], OutRecord | None]
-
-
-async def _send_all(
-    records: Sequence[OutRecord], topics: dict[str, faust.TopicT]
-) -> list[BaseException | None]:
-    """Send every record and wait for the acks; per record, the error it met, if any."""
-    pending: list[asyncio.Future | BaseException] = []
-    for r in records:
-        try:
-            pending.append(
-                await topics[r.topic].send(key=r.key, value=r.value, headers=list(r.headers))
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # e.g. too large: aiokafka refuses it before sending
-            pending.append(exc)
-    futures = [p for p in pending if not isinstance(p, BaseException)]
-    outcomes = iter(await asyncio.gather(*futures, return_exceptions=True))
-    return [p if isinstance(p, BaseException) else _error(next(outcomes)) for p in pending]
-
-
-def _error(outcome: object) -> BaseException | None:
-    return outcome if isinstance(outcome, BaseException) else None
-
-
-async def publish(
-    records: Sequence[OutRecord],
-    topics: dict[str, faust.TopicT],
-    *,
-    refused: Refused | None = None,
-    retry_initial_s: float = 0.2,
-    retry_max_s: float = 5.0,
-) -> None:
-    """Publish until the broker acknowledged every record. A record the broker refuses for
-    good (too large, not authorised, ...) is replaced by `refused(record, error)`, its input's
-    dead letter, where there is one; transient failures, and refusals `refused` has no answer
-    for, are sent again with backoff, forever, and only the failed ones."""
-    todo = list(records)
-    delays = backoff_delays(retry_initial_s, retry_max_s)
-    while todo:
-        errors = await _send_all(todo, topics)
-        again, failed = [], None
-        for record, error in zip(todo, errors, strict=True):
-            if error is None:
-                continue
-            replacement = None
-            if refused is not None and is_refused_for_good(error):
-                replacement = refused(record, error)
-            if replacement is not None:
-                log.error("record_refused", topic=record.topic, error=repr(error))
-                again.append(replacement)
-            else:
-                again.append(record)
-                failed = error
-        if failed is not None:
-            delay = next(delays)
-            log.warning("publish_retry", records=len(again), error=repr(failed), retry_in_s=delay)
-            await asyncio.sleep(delay)
-        todo = again
-
-
 Outcome = tuple[BatchResult, list[OutRecord]]
 
 
 def make_agent(
     pipeline: Pipeline,
-    topics: dict[str, faust.TopicT],
+    send_all: SendAll,
     settings: WorkerSettings,
     extras: Extras | None = None,
 ):
@@ -159,32 +99,24 @@ def make_agent(
         raws = [_to_raw(e) for e in events]
         return await isolate(raws, attempt, fail_one, what=route.source, **retry)
 
-    def finisher(stream: faust.StreamT):
-        async def finish(events: list[EventT], outcomes: list[Outcome]) -> None:
-            records = [r for result, extra in outcomes for r in (*result.records, *extra)]
-            await publish(records, topics, refused=pipeline.refused, **retry)
-            for event in events:
-                await stream.ack(event)
-            for result, _ in outcomes:
-                metrics.observe_batch(
-                    route.source,
-                    route.model,
-                    len(result.records),
-                    result,
-                    settings.deadletter_topic,
-                )
-            log.info(
-                "batch",
-                route=route.source,
-                model=route.model,
-                size=len(events),
-                labelled=sum(result.labelled for result, _ in outcomes),
-                dead_letters=sum(result.rejected for result, _ in outcomes),
-                versions=sorted({v for result, _ in outcomes for v in result.versions}),
-                inference_ms=round(sum(result.inference_ms for result, _ in outcomes), 2),
+    async def finish(events: list[EventT], outcomes: list[Outcome]) -> None:
+        records = [r for result, extra in outcomes for r in (*result.records, *extra)]
+        await publish(records, send_all, refused=pipeline.refused, **retry)
+        intake.ack(events)
+        for result, _ in outcomes:
+            metrics.observe_batch(
+                route.source, route.model, len(result.records), result, settings.deadletter_topic
             )
-
-        return finish
+        log.info(
+            "batch",
+            route=route.source,
+            model=route.model,
+            size=len(events),
+            labelled=sum(result.labelled for result, _ in outcomes),
+            dead_letters=sum(result.rejected for result, _ in outcomes),
+            versions=sorted({v for result, _ in outcomes for v in result.versions}),
+            inference_ms=round(sum(result.inference_ms for result, _ in outcomes), 2),
+        )
 
     async def classify(stream: faust.StreamT) -> None:
         if pipeline.registry is not None:
@@ -193,13 +125,11 @@ def make_agent(
             max_batch=settings.max_batch,
             in_flight=settings.batches_in_flight,
             process=process,
-            finish=finisher(stream),
+            finish=finish,
         )
         async with dispatcher:
             try:
-                async for events in stream.noack_take(
-                    settings.max_batch, within=settings.max_wait_s
-                ):
+                async for events in intake.take(stream, settings.max_batch):
                     await dispatcher.add(events)
             finally:
                 # Stopping: let the batches in flight publish and acknowledge, so the commit
@@ -232,6 +162,9 @@ def create_app(settings: WorkerSettings, classifier: Classifier | None = None) -
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_max_request_size=settings.producer_max_request_bytes,
+        # One produce batch per partition and worker batch (worker/publishing.py): room for a
+        # whole batch of labelled records, never above the request limit.
+        producer_max_batch_size=min(settings.producer_max_request_bytes, 256 * 1024),
         producer_compression_type=(
             None if settings.output_compression == "none" else settings.output_compression
         ),
@@ -248,13 +181,17 @@ def create_app(settings: WorkerSettings, classifier: Classifier | None = None) -
         with_embeddings=settings.drift_enabled,
         tls=triton_client_kwargs(settings),
     )
-    deadletter = _raw_topic(app, settings.deadletter_topic)
+    # Faust's own aiokafka producer (its settings, connections and TLS), fed whole batches.
+    sender = BatchProducer(
+        lambda: app.producer._ensure_producer(),  # noqa: SLF001 - Faust has no public accessor
+        settings.producer_max_request_bytes,
+    )
     registry = RegistryReader(
         settings.kafka_bootstrap_servers, settings.registry_topic, kafka_client_kwargs(settings)
     )
     samples = _add_drift(app, settings, registry) if settings.drift_enabled else None
     for route in settings.routes:
-        _add_route(app, route, classifier, deadletter, settings, samples, registry)
+        _add_route(app, route, classifier, sender, settings, samples, registry)
     if settings.metrics_port:
         sources = [route.source for route in settings.routes]
         metrics.add_lag_timer(app, sources, settings.metrics_lag_interval_s)
@@ -265,23 +202,21 @@ def _add_route(
     app: faust.App,
     route: Route,
     classifier: Classifier,
-    deadletter: faust.TopicT,
+    sender: BatchProducer,
     settings: WorkerSettings,
     samples: faust.TopicT | None,
     registry: RegistryReader,
 ) -> None:
-    topics = {route.sink: _raw_topic(app, route.sink), settings.deadletter_topic: deadletter}
     pipeline = Pipeline(route, classifier, settings, registry)
     extras = None
     if samples is not None:
-        topics[settings.drift_samples_topic] = samples
         references = ReferenceStore(settings.model_repository)
 
         def extras(result: BatchResult) -> list[OutRecord]:
             found = batch_samples(result, route.model, references, time.time())
             return [_sample_record(settings.drift_samples_topic, sample) for sample in found]
 
-    agent = make_agent(pipeline, topics, settings, extras)
+    agent = make_agent(pipeline, sender.send_all, settings, extras)
     app.agent(_raw_topic(app, route.source), name=f"classify-{route.source}")(agent)
 
 
@@ -303,7 +238,7 @@ async def _guard_rollout(
     if rolled is None:
         return
     record = OutRecord(settings.registry_topic, model.encode(), rolled.model_dump_json().encode())
-    await publish([record], topics)
+    await publish([record], per_record_sender(topics))
     registry.apply(record.key, record.value)  # route away from it now, not after the echo
     log.warning("auto_rollback", model=model, active=rolled.active, reason=rolled.note)
 
@@ -375,7 +310,7 @@ def _add_drift(app: faust.App, settings: WorkerSettings, registry: RegistryReade
                         OutRecord(settings.drift_topic, sample.model.encode(), orjson.dumps(r))
                         for r in closed
                     ],
-                    reports,
+                    per_record_sender(reports),
                 )
                 for report in closed:
                     await _guard_rollout(report, registry, reports, settings)

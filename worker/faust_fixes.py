@@ -23,17 +23,31 @@ never processed if the worker stops then. The wrapper below holds the commit bac
 lowest acknowledged offset (or a gap Kafka will never deliver) is past the committed one.
 The classify agents acknowledge in consumption order, so this holds back nothing in normal
 running; it turns a silent loss into replay if anything ever acknowledges out of order.
+
+No Tasks per record. `Consumer._drain_messages` hands each fetched record to the streams with
+`wait_first(callback(message), suspend_flow.wait())`, which makes four Tasks and an
+`asyncio.wait` per record (the reported 300-500 msg/s of Faust consume->produce,
+robinhood/faust#563; the same call is named in faust-streaming/faust#229). The replacement runs
+the callback at once; only when it has to wait (a full stream buffer, flow control) is the rest
+raced against `suspend_flow` exactly as before.
+
+Upstream links: getmany drops / resume before seek were found here (tests/integration/
+test_restart.py); `_new_offset` is the trap in shared/notes (faust-streaming 0.15.3
+`Consumer._new_offset`). Every patch copies a method of faust-streaming 0.15.3, so `apply`
+refuses any other version (`check_version`) rather than patching code it was not written for.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from typing import Any, cast
 
+import faust
 import structlog
+from aiokafka.errors import IllegalStateError
 from faust.tables.recovery import Recovery
-from faust.transport.consumer import Consumer
+from faust.transport.consumer import CONSUMER_FETCHING, Consumer
 from faust.types import TP, Message
 
 log = structlog.get_logger(__name__)
@@ -130,13 +144,19 @@ async def getmany(self: Consumer, timeout: float) -> AsyncIterator[tuple[TP, Mes
     else:
         await self.perform_seek()
     for tp, offset in undelivered.items():
-        # a partition revoked meanwhile resumes from its committed offset on its new owner
-        with contextlib.suppress(Exception):
+        try:
             await self.seek(tp, offset)
-            log.debug("faust_fix_rewound", topic=tp.topic, partition=tp.partition, offset=offset)
+        except IllegalStateError:
+            if tp in self.assignment():
+                raise  # a rewind that fails for an assigned partition must be loud
+            # revoked meanwhile: its new owner resumes from the committed offset
+            log.info("faust_fix_rewind_revoked", topic=tp.topic, partition=tp.partition)
+            continue
+        log.debug("faust_fix_rewound", topic=tp.topic, partition=tp.partition, offset=offset)
 
 
 _faust_new_offset = Consumer._new_offset  # noqa: SLF001
+_faust_drain_messages = Consumer._drain_messages  # noqa: SLF001
 
 
 def new_offset(self: Consumer, tp: TP) -> int | None:
@@ -153,13 +173,129 @@ def new_offset(self: Consumer, tp: TP) -> int | None:
     return _faust_new_offset(self, tp)
 
 
+PINNED_FAUST = "0.15.3"
+"""The faust-streaming release these patches were written against (pyproject.toml pins it)."""
+
+
+class FaustVersionError(RuntimeError):
+    """The installed Faust is not the one the patches copy methods of."""
+
+
+def _resume(coroutine: Any, yielded: Any) -> Generator[Any, Any, Any]:
+    """The rest of a coroutine that already ran to its first suspension (`yielded`), driven as
+    `await` would drive it, so a Task can finish it."""
+    value = yielded
+    while True:
+        try:
+            sent = yield value
+        except BaseException as exc:  # noqa: BLE001 - thrown in (cancellation): passed on
+            try:
+                value = coroutine.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                value = coroutine.send(sent)
+            except StopIteration as stop:
+                return stop.value
+
+
+class _Rest:
+    def __init__(self, coroutine: Any, yielded: Any) -> None:
+        self._steps = _resume(coroutine, yielded)
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        return self._steps
+
+
+async def deliver(
+    callback: Callable[[Message], Awaitable[None]],
+    message: Message,
+    wait_first: Callable[..., Awaitable[Any]],
+    suspended: Callable[[], Awaitable[Any]],
+) -> None:
+    """`callback(message)`, run at once; only if it has to wait (a full stream buffer, flow
+    control) is the rest raced against `suspended` in `wait_first`, as Faust always does."""
+    coroutine = cast(Any, callback(message))
+    try:
+        yielded = coroutine.send(None)
+    except StopIteration:
+        return
+    await wait_first(_Rest(coroutine, yielded), suspended())
+
+
+async def drain_messages(self: Consumer, fetcher: Any) -> None:
+    """Faust's `Consumer._drain_messages` with one change: a record is handed to the streams
+    directly (`deliver`) instead of through `wait_first`, which made four Tasks per record."""
+    callback = self.callback
+    getmany = self.getmany
+    consumer_should_stop = self._stopped.is_set
+    fetcher_should_stop = fetcher._stopped.is_set  # noqa: SLF001 - as in Faust
+    get_read_offset = self._read_offset.__getitem__  # noqa: SLF001
+    set_read_offset = self._read_offset.__setitem__  # noqa: SLF001
+    set_flag = self.diag.set_flag
+    unset_flag = self.diag.unset_flag
+    commit_every = self._commit_every  # noqa: SLF001
+    acks_enabled_for = self.app.topics.acks_enabled_for
+    yield_every = 100
+    num_since_yield = 0
+    try:
+        while not (consumer_should_stop() or fetcher_should_stop()):
+            set_flag(CONSUMER_FETCHING)
+            ait = getmany(timeout=1.0)
+            await self.sleep(0)
+            if not self.should_stop:
+                async for tp, message in ait:
+                    num_since_yield += 1
+                    if num_since_yield > yield_every:
+                        await asyncio.sleep(0)
+                        num_since_yield = 0
+                    offset = message.offset
+                    r_offset = get_read_offset(tp)
+                    if r_offset is None or offset >= r_offset:
+                        gap = offset - (r_offset or 0)
+                        if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                            await self._add_gap(tp, r_offset + 1, offset)  # noqa: SLF001
+                        if commit_every is not None and self._n_acked >= commit_every:  # noqa: SLF001
+                            self._n_acked = 0  # noqa: SLF001
+                            await self.commit()
+                        await deliver(callback, message, self.wait_first, self.suspend_flow.wait)
+                        set_read_offset(tp, offset)
+                unset_flag(CONSUMER_FETCHING)
+    except self.consumer_stopped_errors:
+        if self.transport.app.should_stop:
+            self.log.info("Broker stopped consumer, shutting down...")
+            return
+        raise
+    except asyncio.CancelledError:
+        if self.transport.app.should_stop:
+            self.log.info("Consumer shutting down for user cancel.")
+            return
+        raise
+    except Exception as exc:
+        self.log.exception("Drain messages raised: %r", exc)
+        raise
+    finally:
+        unset_flag(CONSUMER_FETCHING)
+
+
+def check_version(version: str) -> None:
+    if version != PINNED_FAUST:
+        raise FaustVersionError(
+            f"worker/faust_fixes.py patches faust-streaming {PINNED_FAUST}, but {version} is "
+            f"installed: install faust-streaming=={PINNED_FAUST}, or port the patches first"
+        )
+
+
 def apply() -> None:
-    """Install the fixes (idempotent)."""
+    """Install the fixes (idempotent); refuses any Faust but the pinned one."""
     global _APPLIED
     if _APPLIED:
         return
+    check_version(faust.__version__)
     Recovery._resume_streams = _resume_streams  # noqa: SLF001
     Recovery.on_recovery_completed = on_recovery_completed
     Consumer.getmany = getmany
     Consumer._new_offset = new_offset  # noqa: SLF001
+    Consumer._drain_messages = drain_messages  # noqa: SLF001
     _APPLIED = True

@@ -141,7 +141,6 @@ class WorkerSettings(BaseSettings, KafkaSecurity, TritonTLS):
 
     # Batching
     max_batch: int = Field(64, ge=1, description="Largest micro-batch sent to Triton in one call.")
-    max_wait_ms: int = Field(20, ge=0, description="Longest wait to fill a micro-batch.")
     batches_in_flight: int = Field(
         2,
         ge=1,
@@ -280,10 +279,6 @@ class WorkerSettings(BaseSettings, KafkaSecurity, TritonTLS):
                 f"DRIFT_ALPHA={self.drift_alpha}: use at least {int(1 / self.drift_alpha)}"
             )
         return self
-
-    @property
-    def max_wait_s(self) -> float:
-        return self.max_wait_ms / 1000.0
 
     @property
     def drift_samples_topic(self) -> str:

@@ -1,12 +1,17 @@
-"""Faust's commit bookkeeping, with and without the fix in `worker.faust_fixes`."""
+"""Faust's commit bookkeeping and record delivery, with and without the fixes in
+`worker.faust_fixes`, and the version tripwire."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from types import SimpleNamespace
 
+import pytest
+from aiokafka.errors import IllegalStateError
 from faust.types import TP
 from intervaltree import IntervalTree
+from mode import Service
 
 from worker import faust_fixes
 
@@ -51,3 +56,144 @@ def test_apply_installs_the_fix_on_faust_consumer():
 
     faust_fixes.apply()
     assert Consumer._new_offset is faust_fixes.new_offset
+
+
+class Draining:
+    """The consumer attributes `_drain_messages` reads: one fetch of `offsets`, then stop."""
+
+    wait_first = Service.wait_first
+
+    def __init__(self, offsets: list[int], callback) -> None:
+        self._stopped = asyncio.Event()
+        self._crashed = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
+        self.suspend_flow = asyncio.Event()
+        self.callback = callback
+        self.offsets = offsets
+        self._read_offset = defaultdict(lambda: None)
+        self.diag = SimpleNamespace(set_flag=lambda flag: None, unset_flag=lambda flag: None)
+        self._commit_every = None
+        self._n_acked = 0
+        self.app = SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda topic: True))
+        self.should_stop = False
+        self.consumer_stopped_errors = ()
+        self.transport = SimpleNamespace(app=SimpleNamespace(should_stop=True))
+        self.log = SimpleNamespace(info=print, exception=print)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def getmany(self, timeout: float):
+        for offset in self.offsets:
+            yield TP0, SimpleNamespace(offset=offset, topic=TP0.topic)
+        self._stopped.set()
+
+
+async def drain_counting_tasks(drain, offsets: list[int], callback) -> tuple[int, Draining]:
+    """Run one drain pass; how many Tasks it created."""
+    loop = asyncio.get_running_loop()
+    created = 0
+
+    def factory(loop, coro, **kwargs):
+        nonlocal created
+        created += 1
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    consumer = Draining(offsets, callback)
+    loop.set_task_factory(factory)
+    try:
+        await drain(consumer, SimpleNamespace(_stopped=asyncio.Event()))
+    finally:
+        loop.set_task_factory(None)
+    return created, consumer
+
+
+async def test_faust_alone_makes_four_tasks_per_record():
+    delivered = []
+
+    async def callback(message):
+        delivered.append(message.offset)
+
+    tasks, _ = await drain_counting_tasks(faust_fixes._faust_drain_messages, [0, 1, 2], callback)
+    assert delivered == [0, 1, 2] and tasks >= 4 * 3
+
+
+async def test_the_fix_delivers_records_without_a_task_each():
+    delivered = []
+
+    async def callback(message):
+        delivered.append(message.offset)
+
+    tasks, _ = await drain_counting_tasks(faust_fixes.drain_messages, list(range(50)), callback)
+    assert delivered == list(range(50)) and tasks == 0
+
+
+async def test_a_blocked_delivery_is_abandoned_when_flow_is_suspended_as_in_faust():
+    """A full stream buffer blocks the callback; a rebalance (suspend_flow) must free the
+    drain loop, and the blocked delivery is cancelled, exactly as Faust's wait_first does."""
+    delivered, cancelled = [], []
+    consumer_box: list[Draining] = []
+
+    async def callback(message):
+        if message.offset == 1:
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.01, consumer_box[0].suspend_flow.set)
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.append(message.offset)
+                raise
+        delivered.append(message.offset)
+
+    consumer = Draining([0, 1, 2], callback)
+    consumer_box.append(consumer)
+    await asyncio.wait_for(
+        faust_fixes.drain_messages(consumer, SimpleNamespace(_stopped=asyncio.Event())), 5
+    )
+    assert delivered == [0, 2] and cancelled == [1]
+
+
+def test_patches_refuse_any_faust_but_the_pinned_one(monkeypatch):
+    import faust
+
+    faust_fixes.check_version(faust_fixes.PINNED_FAUST)
+    with pytest.raises(faust_fixes.FaustVersionError, match=r"0\.15\.3, but 0\.16\.0"):
+        faust_fixes.check_version("0.16.0")
+    monkeypatch.setattr(faust_fixes, "_APPLIED", False)
+    monkeypatch.setattr(faust, "__version__", "0.16.0")
+    with pytest.raises(faust_fixes.FaustVersionError):
+        faust_fixes.apply()
+
+
+class Fetching:
+    """The consumer attributes `getmany` reads: one fetch of TP0 records while TP0 is paused."""
+
+    def __init__(self, assigned: set[TP]) -> None:
+        self.assigned = assigned
+        self.app = SimpleNamespace(consumer_generation_id=1)
+        self.should_stop = False
+        self.flow_active = True
+        self._buffered_partitions: set[TP] = set()
+        self.scheduler = SimpleNamespace(
+            iterate=lambda records: ((tp, r) for tp, rs in records.items() for r in rs)
+        )
+
+    async def _wait_next_records(self, timeout: float):
+        return {TP0: [SimpleNamespace(offset=5), SimpleNamespace(offset=6)]}, set()
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        raise IllegalStateError(f"{tp} is not assigned")
+
+    def assignment(self) -> set[TP]:
+        return self.assigned
+
+
+async def test_a_failed_rewind_of_an_assigned_partition_is_loud():
+    with pytest.raises(IllegalStateError):
+        async for _ in faust_fixes.getmany(Fetching({TP0}), 1.0):
+            pass
+
+
+async def test_a_rewind_of_a_partition_revoked_meanwhile_is_left_to_its_new_owner():
+    delivered = [item async for item in faust_fixes.getmany(Fetching(set()), 1.0)]
+    assert delivered == []

@@ -5,10 +5,12 @@ from datetime import UTC, datetime
 
 import numpy as np
 import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from worker.labelling import dead_letter_record, labelled_record, record_size
 from worker.messages import RawMessage
-from worker.schemas import InputMessage
+from worker.schemas import InputMessage, LabelledRecord, ModelRef
 from worker.validation import Rejection
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
@@ -84,3 +86,48 @@ def test_900_kb_dead_letter_is_cut_to_fit_the_limit():
     kept = base64.b64decode(body["value_b64"])
     assert body["value_truncated"] is True and body["value_size"] == len(value)
     assert value.startswith(kept) and len(kept) > 700_000
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    probs=st.lists(st.floats(0.0, 1.0, allow_nan=False, width=32), min_size=2, max_size=6).map(
+        lambda p: np.array(p, dtype=np.float32)
+    ),
+    ts=st.floats(0.0, 4_000_000_000.0),
+    micros=st.integers(0, 999_999),
+    meta=st.none()
+    | st.dictionaries(st.text(max_size=5), st.integers(-(2**63), 2**63 - 1) | st.text(max_size=5)),
+    truncated=st.booleans(),
+)
+def test_labelled_value_is_byte_for_byte_the_schema_models(probs, ts, micros, meta, truncated):
+    """The record is built as a plain dict for speed; its bytes must stay exactly what the
+    `LabelledRecord` model (the documented schema) serialises."""
+    labels = [f"label-{i}" for i in range(len(probs))]
+    now = datetime(2026, 12, 2, 12, 0, 0, micros, tzinfo=UTC)
+    message = InputMessage(id="m-1", text="t", meta=meta)
+    message._truncated = truncated  # noqa: SLF001
+    record = labelled_record(
+        RawMessage("news.raw", 0, 1, b"k", b"{}", ts),
+        message,
+        sink="s",
+        model="news_topic",
+        version="2",
+        labels=labels,
+        probs=probs,
+        now=now,
+    )
+    best = int(np.argmax(probs))
+    ts_in = datetime.fromtimestamp(ts, tz=UTC)
+    expected = LabelledRecord(
+        id="m-1",
+        label=labels[best],
+        confidence=float(probs[best]),
+        scores={label: round(float(p), 6) for label, p in zip(labels, probs, strict=True)},
+        model=ModelRef(name="news_topic", version="2"),
+        ts_in=ts_in,
+        ts_out=now,
+        latency_ms=round((now - ts_in).total_seconds() * 1000.0, 3),
+        truncated=truncated,
+        meta=meta,
+    )
+    assert record.value == orjson.dumps(expected.model_dump(mode="json"))

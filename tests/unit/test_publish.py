@@ -1,5 +1,6 @@
-"""`publish` against a fake topic: what the broker acks stays sent, transient failures are sent
-again (only they), records refused for good become their input's dead letter."""
+"""`publish` through per-record sends to fake topics: what the broker acks stays sent,
+transient failures are sent again (only they), records refused for good become their input's
+dead letter."""
 
 import asyncio
 
@@ -9,8 +10,8 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
 )
 
-from worker.app import publish
 from worker.messages import OutRecord, RawMessage
+from worker.publishing import per_record_sender, publish
 
 ORIGIN = RawMessage("news.raw", 0, 7, b"k", b"{}", 0.0)
 
@@ -46,7 +47,7 @@ async def test_transient_failure_resends_only_that_record():
     sink = FakeTopic({b"b": [KafkaTimeoutError(), 2]})
     await publish(
         [record(b"a"), record(b"b"), record(b"c")],
-        {"sink": sink, "dl": FakeTopic()},
+        per_record_sender({"sink": sink, "dl": FakeTopic()}),
         refused=dead,
         retry_initial_s=0.001,
         retry_max_s=0.001,
@@ -62,7 +63,7 @@ async def test_refused_for_good_becomes_a_dead_letter():
     deadletters = FakeTopic()
     await publish(
         [record(b"big"), record(b"ok"), record(b"secret")],
-        {"sink": sink, "dl": deadletters},
+        per_record_sender({"sink": sink, "dl": deadletters}),
         refused=dead,
         retry_initial_s=0.001,
         retry_max_s=0.001,
@@ -76,7 +77,7 @@ async def test_unknown_errors_are_sent_again_not_dead_lettered():
     deadletters = FakeTopic()
     await publish(
         [record(b"a")],
-        {"sink": sink, "dl": deadletters},
+        per_record_sender({"sink": sink, "dl": deadletters}),
         refused=dead,
         retry_initial_s=0.001,
         retry_max_s=0.001,

@@ -1,0 +1,201 @@
+"""Publishing a finished batch: every record on Kafka, acknowledged, before its input is acked.
+
+`BatchProducer` sends all records of a batch with one produce batch (aiokafka's
+`create_batch`/`send_batch`) and one future per topic partition, instead of a Faust
+`Topic.send` and an aiokafka future per record: the per-record send path was the largest share
+of the worker's CPU (bench/README.md). Records keep their order within a partition, and go to
+the partition aiokafka's own `send` would pick for their key.
+
+`publish` wraps any sender with the error policy: transient failures are sent again with
+backoff, forever, and only the failed records; a record the broker refuses for good becomes its
+input's dead letter (`refused`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Protocol
+
+import structlog
+from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+from worker.failures import is_refused_for_good
+from worker.inference import backoff_delays
+from worker.messages import OutRecord
+
+log = structlog.get_logger(__name__)
+
+Outcomes = list[BaseException | None]
+"""Per record, in order: the error it met, or None once the broker acknowledged it."""
+SendAll = Callable[[Sequence[OutRecord]], Awaitable[Outcomes]]
+Refused = Callable[[OutRecord, BaseException], OutRecord | None]
+
+
+class Producer(Protocol):
+    """The part of `aiokafka.AIOKafkaProducer` that batch sending uses."""
+
+    client: object
+
+    def create_batch(self): ...
+
+    async def send_batch(self, batch, topic: str, *, partition: int) -> asyncio.Future: ...
+
+    async def partitions_for(self, topic: str) -> set[int]: ...
+
+
+class BatchProducer:
+    """Sends a batch's records as one produce batch per topic partition.
+
+    `producer` returns the live aiokafka producer (Faust's own, so one connection pool and one
+    set of settings: acks, compression, TLS). `max_request_bytes` is the producer's request
+    limit: a record above it is refused before sending, as aiokafka's `send` refuses it.
+    """
+
+    def __init__(self, producer: Callable[[], Producer], max_request_bytes: int) -> None:
+        self._producer = producer
+        self._max_request_bytes = max_request_bytes
+        self._partitioner = DefaultPartitioner()
+
+    async def send_all(self, records: Sequence[OutRecord]) -> Outcomes:
+        producer = self._producer()
+        outcomes: Outcomes = [None] * len(records)
+        groups = await self._by_partition(producer, records, outcomes)
+        sent = [
+            (members, await producer.send_batch(batch, topic, partition=partition))
+            for (topic, partition), indices in groups.items()
+            for batch, members in self._batches(producer, records, indices, outcomes)
+        ]
+        results = await asyncio.gather(*(future for _, future in sent), return_exceptions=True)
+        retry: list[int] = []
+        for (members, _), result in zip(sent, results, strict=True):
+            if not isinstance(result, BaseException):
+                continue
+            if len(members) > 1 and is_refused_for_good(result):
+                retry.extend(members)  # find the record the broker refuses: one batch each
+                continue
+            for index in members:
+                outcomes[index] = result
+        if retry:
+            alone = await asyncio.gather(*(self.send_all([records[i]]) for i in retry))
+            for index, (outcome,) in zip(retry, alone, strict=True):
+                outcomes[index] = outcome
+        return outcomes
+
+    async def _by_partition(
+        self, producer: Producer, records: Sequence[OutRecord], outcomes: Outcomes
+    ) -> dict[tuple[str, int], list[int]]:
+        """Record indices per (topic, partition), in record order; oversized ones refused."""
+        groups: dict[tuple[str, int], list[int]] = {}
+        partitions: dict[str, tuple[list[int], list[int]]] = {}
+        for index, record in enumerate(records):
+            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(
+                record.key, record.value, list(record.headers)
+            )
+            if size > self._max_request_bytes:
+                outcomes[index] = MessageSizeTooLargeError(
+                    f"The message is {size} bytes when serialized which is larger than the "
+                    "maximum request size (PRODUCER_MAX_REQUEST_BYTES)"
+                )
+                continue
+            if record.topic not in partitions:
+                partitions[record.topic] = await self._partitions(producer, record.topic)
+            everything, available = partitions[record.topic]
+            partition = self._partitioner(record.key, everything, available)
+            groups.setdefault((record.topic, partition), []).append(index)
+        return groups
+
+    async def _partitions(self, producer: Producer, topic: str) -> tuple[list[int], list[int]]:
+        everything = sorted(await producer.partitions_for(topic))
+        available = producer.client.cluster.available_partitions_for_topic(topic)
+        return everything, sorted(available or everything)
+
+    @staticmethod
+    def _batches(
+        producer: Producer, records: Sequence[OutRecord], indices: list[int], outcomes: Outcomes
+    ):
+        """Fill produce batches with the records in order; a new one when one is full."""
+        batch, members = producer.create_batch(), []
+        for index in indices:
+            record = records[index]
+            headers = list(record.headers)
+            appended = batch.append(
+                key=record.key, value=record.value, timestamp=None, headers=headers
+            )
+            if appended is not None:
+                members.append(index)
+                continue
+            yield batch, members
+            batch, members = producer.create_batch(), [index]
+            appended = batch.append(
+                key=record.key, value=record.value, timestamp=None, headers=headers
+            )
+            if appended is None:
+                outcomes[index] = MessageSizeTooLargeError("record does not fit a batch")
+                members = []
+        if members:
+            yield batch, members
+
+
+def per_record_sender(topics: Mapping[str, object]) -> SendAll:
+    """A sender that sends each record on its Faust topic (`topic.send`): the drift agent's
+    occasional reports, and fakes in unit tests."""
+
+    async def send_all(records: Sequence[OutRecord]) -> Outcomes:
+        pending: list[asyncio.Future | BaseException] = []
+        for r in records:
+            try:
+                pending.append(
+                    await topics[r.topic].send(key=r.key, value=r.value, headers=list(r.headers))
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # e.g. too large: aiokafka refuses it before sending
+                pending.append(exc)
+        futures = [p for p in pending if not isinstance(p, BaseException)]
+        outcomes = iter(await asyncio.gather(*futures, return_exceptions=True))
+        return [p if isinstance(p, BaseException) else _error(next(outcomes)) for p in pending]
+
+    return send_all
+
+
+def _error(outcome: object) -> BaseException | None:
+    return outcome if isinstance(outcome, BaseException) else None
+
+
+async def publish(
+    records: Sequence[OutRecord],
+    send_all: SendAll,
+    *,
+    refused: Refused | None = None,
+    retry_initial_s: float = 0.2,
+    retry_max_s: float = 5.0,
+) -> None:
+    """Publish until the broker acknowledged every record. A record the broker refuses for
+    good (too large, not authorised, ...) is replaced by `refused(record, error)`, its input's
+    dead letter, where there is one; transient failures, and refusals `refused` has no answer
+    for, are sent again with backoff, forever, and only the failed ones."""
+    todo = list(records)
+    delays = backoff_delays(retry_initial_s, retry_max_s)
+    while todo:
+        errors = await send_all(todo)
+        again, failed = [], None
+        for record, error in zip(todo, errors, strict=True):
+            if error is None:
+                continue
+            replacement = None
+            if refused is not None and is_refused_for_good(error):
+                replacement = refused(record, error)
+            if replacement is not None:
+                log.error("record_refused", topic=record.topic, error=repr(error))
+                again.append(replacement)
+            else:
+                again.append(record)
+                failed = error
+        if failed is not None:
+            delay = next(delays)
+            log.warning("publish_retry", records=len(again), error=repr(failed), retry_in_s=delay)
+            await asyncio.sleep(delay)
+        todo = again
