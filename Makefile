@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install test unit integration chaos lint demo bench bench-profile bench-backlog bench-compression stack-up stack-down clean
+.PHONY: install test unit integration chaos lint demo bench bench-profile bench-backlog bench-compression bench-overhead stack-up stack-down clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -41,6 +41,7 @@ demo: install
 
 bench: install
 	$(PY) bench/run.py
+	$(PY) bench/overhead.py
 
 bench-profile: install
 	$(PY) bench/run.py --profile --messages 10000 --out bench/profile.json
@@ -50,6 +51,9 @@ bench-backlog: install
 
 bench-compression: install
 	$(PY) bench/compression.py
+
+bench-overhead: install
+	$(PY) bench/overhead.py
 
 stack-up: install
 	$(VENV)/bin/worker stack up
