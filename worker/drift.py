@@ -8,6 +8,7 @@ for that shift to be more than noise. `assess` turns both into `ok | warn | drif
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -93,6 +94,20 @@ def histogram_quantiles(
     return out
 
 
+@functools.lru_cache(maxsize=4)
+def _splits(n: int, m: int, permutations: int, seed: int) -> np.ndarray:
+    """[n + m, permutations + 1] 0/1 indicators of the first group: the observed split, then
+    random re-splits. Windows of one size reuse them (the same seed gives the same splits), so
+    a full window costs one matrix product, not a thousand permutations drawn again."""
+    rng = np.random.default_rng(seed)
+    first = np.zeros((n + m, permutations + 1), dtype=np.float32)
+    first[:n, 0] = 1.0
+    for column in range(1, permutations + 1):
+        first[rng.permutation(n + m)[:n], column] = 1.0
+    first.setflags(write=False)
+    return first
+
+
 def rbf_mmd(
     reference: np.ndarray,
     window: np.ndarray,
@@ -119,16 +134,18 @@ def rbf_mmd(
     kernel = np.exp(-distances / (2.0 * bandwidth**2))
     np.fill_diagonal(kernel, 0.0)
 
-    rng = np.random.default_rng(seed)
-    assignment = np.zeros((n + m, permutations + 1))
-    assignment[:n, 0] = 1.0
-    for column in range(1, permutations + 1):
-        assignment[rng.permutation(n + m)[:n], column] = 1.0
-    other = 1.0 - assignment
-    k_first = kernel @ assignment
-    within_first = np.sum(assignment * k_first, axis=0) / (n * (n - 1))
-    across = np.sum(other * k_first, axis=0) / (n * m)
-    within_other = np.sum(other * (kernel @ other), axis=0) / (m * (m - 1))
+    # Column j of `first` marks the rows of the first group in split j (0: the observed split).
+    # With a = first[:, j], K the kernel and r = K·1, the three sums are aᵀKa, aᵀr - aᵀKa and
+    # 1ᵀr - 2aᵀr + aᵀKa: one matrix product for all splits.
+    # The product in float32 (half the time of float64): it moves MMD² by ~1e-6, far below
+    # any threshold, and the observed split and its permutations alike.
+    first = _splits(n, m, permutations, seed)
+    within = np.einsum("ij,ij->j", first, kernel.astype(np.float32) @ first).astype(np.float64)
+    row_sums = kernel.sum(axis=1)
+    to_all = row_sums @ first
+    within_first = within / (n * (n - 1))
+    across = (to_all - within) / (n * m)
+    within_other = (row_sums.sum() - 2.0 * to_all + within) / (m * (m - 1))
     mmd2 = within_first + within_other - 2.0 * across
     observed = float(mmd2[0])
     p_value = float((np.sum(mmd2[1:] >= observed) + 1) / (permutations + 1))
