@@ -58,6 +58,8 @@ FLOOR_SCRIPT = ROOT / "bench" / "transport_floor.py"
 START_TIMEOUT_S = 300.0  # process start to its first output
 IDLE_TIMEOUT_S = 120.0  # no output for this long after the first: the drain is stuck
 IDLE_SAMPLE_S = 5.0  # after the drain, CPU of the idle processes over this long
+IDLE_RATE_CPU_S = 0.06  # CPU seconds per second under which a process counts as idle
+SETTLE_TIMEOUT_S = 60.0
 
 
 def build_repository(repository: Path) -> str:
@@ -171,9 +173,16 @@ async def watch_drain(
                 break
         result = summarise(first, recent, records, hits, complete)
         if complete:
+            # Work the process still does for these messages after the last output (the drift
+            # agent catching up on its samples, the last commits), until it is idle.
+            result["tail_cpu_s"] = await settle(pids, name, recent.cpu)
+            messages = result.get("messages_between") or 0
+            if messages:
+                result["cpu_us_per_msg_with_tail"] = (
+                    1e6 * (recent.cpu[name] - first.cpu[name] + result["tail_cpu_s"]) / messages
+                )
             # What the processes spend per second with nothing left to do (timers, heartbeats,
             # commits, drift ticks): a part of their CPU per message that depends on the rate.
-            await asyncio.sleep(1.0)  # let the last acks and commits settle
             before, started = cpu_now(pids), time.perf_counter()
             await asyncio.sleep(IDLE_SAMPLE_S)
             after, seconds = cpu_now(pids), time.perf_counter() - started
@@ -187,6 +196,19 @@ async def watch_drain(
         raise
     finally:
         await consumer.stop()
+
+
+async def settle(pids: dict[str, int], name: str, at_last: dict[str, float]) -> float:
+    """CPU seconds `name` used after its last output, once it stays under an idle rate."""
+    previous = cpu_now(pids)[name]
+    deadline = time.perf_counter() + SETTLE_TIMEOUT_S
+    while time.perf_counter() < deadline:
+        await asyncio.sleep(1.0)
+        current = cpu_now(pids)[name]
+        if current - previous < IDLE_RATE_CPU_S:
+            return current - at_last[name]
+        previous = current
+    return cpu_now(pids)[name] - at_last[name]
 
 
 def summarise(
@@ -389,7 +411,8 @@ def show(results: dict) -> None:
         title="worker vs transport floor (CPU from /proc, first output to last; same run)"
     )
     columns = (
-        "phase", "messages", "worker CPU µs/msg", "drain msg/s", "floor CPU µs/msg",
+        "phase", "messages", "worker CPU µs/msg", "+ tail after last output", "drain msg/s",
+        "floor CPU µs/msg",
         "floor msg/s", "worker/ floor", "Kafka µs/msg worker | floor", "Triton µs/msg",
         "worker idle CPU ms/s", "lost", "dupli- cates",
     )  # fmt: skip
@@ -410,6 +433,7 @@ def show(results: dict) -> None:
             p["model"] + ("" if worker["complete"] else " (incomplete)"),
             f"{p['messages']:,}",
             num(w_cpu.get("worker")),
+            num(worker.get("cpu_us_per_msg_with_tail")),
             num(worker.get("msgs_per_s")),
             num(f_cpu.get("floor"), 1),
             num(floor.get("msgs_per_s")),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -83,7 +83,9 @@ class Sample:
         return len(self.predicted) + self.dead_letters + self.candidate_failures
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields, sharing their lists (a sample is serialised at once, never mutated
+        after): `asdict` copied every list element by element, per batch."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Sample:
