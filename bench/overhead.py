@@ -43,6 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import orjson
 import profiling
 import typer
@@ -347,6 +348,77 @@ async def phase(settings, state: Path, model: str, count: int, kafka: int, trito
     }
 
 
+async def lone_latency(settings, state: Path, model: str, count: int) -> dict:
+    """End-to-end latency of a lone message at low load: one message at a time, the next only
+    after the previous one's labelled record arrived (no batching to hide behind).
+
+    Timed from the produce call to the labelled record in the bench's own consumer, so the
+    producer's acknowledgement, the worker's consume, Triton and the publish all count."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+    from worker.client import partitions_of, produce
+    from worker.settings import Route
+    from worker.topics import ensure_topics
+
+    tag = uuid.uuid4().hex[:6]
+    route = {"source": f"lone.in.{tag}", "model": model, "sink": f"lone.out.{tag}"}
+    app_id = f"lone-{tag}"
+    bootstrap = settings.kafka_bootstrap_servers
+    await ensure_topics(settings.model_copy(update={"routes": [Route(**route)], "app_id": app_id}))
+    process = start_worker(settings, app_id, route, state, settings.max_batch)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    try:
+        await consumer.start()
+        await producer.start()
+        partitions = [
+            TopicPartition(route["sink"], p) for p in await partitions_of(consumer, route["sink"])
+        ]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        await produce(
+            bootstrap, route["source"], [(b"warm", orjson.dumps({"id": "warm", "text": "warm up"}))]
+        )
+        await _until(consumer, "warm", 180)
+        texts = texts_for(MODEL, count)
+        wall, recorded = [], []
+        for i, text in enumerate(texts):
+            mid = f"{tag}-{i}"
+            started = time.perf_counter()
+            await producer.send_and_wait(
+                route["source"], key=mid.encode(), value=orjson.dumps({"id": mid, "text": text})
+            )
+            body = await _until(consumer, mid, 30)
+            wall.append(1000 * (time.perf_counter() - started))
+            recorded.append(body["latency_ms"])
+            await asyncio.sleep(0.05)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+        stop(process)
+    p50, p99 = np.percentile(wall, [50, 99])
+    return {
+        "model": model,
+        "messages": count,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "record_latency_p50_ms": float(np.percentile(recorded, 50)),
+    }
+
+
+async def _until(consumer, mid: str, timeout_s: float) -> dict:
+    """The labelled record of `mid`, read from where the consumer is."""
+    deadline = time.perf_counter() + timeout_s
+    while time.perf_counter() < deadline:
+        batch = await consumer.getmany(timeout_ms=50)
+        for messages in batch.values():
+            for message in messages:
+                body = orjson.loads(message.value)
+                if body["id"] == mid:
+                    return body
+    raise RuntimeError(f"{mid} not labelled within {timeout_s} s")
+
+
 def main(
     messages: Annotated[
         int, typer.Option(help="Backlog of the stand-in phase (and its floor)")
@@ -354,6 +426,9 @@ def main(
     real_messages: Annotated[
         int, typer.Option(help="Backlog of the served-model phase (and its floor); 0 skips it")
     ] = 50_000,
+    lone_messages: Annotated[
+        int, typer.Option(help="Messages sent one at a time per model for the latency; 0 skips")
+    ] = 40,
     out: Annotated[Path, typer.Option(help="JSON results")] = ROOT / "bench" / "overhead.json",
 ) -> None:
     from worker.logging import configure_logging
@@ -386,6 +461,12 @@ def main(
                 results["phases"].append(
                     asyncio.run(phase(live, state, model, count, stack.kafka.pid, stack.triton.pid))
                 )
+        console.print(f"[cyan]lone messages ({lone_messages} per model, one at a time) …")
+        results["lone"] = [
+            asyncio.run(lone_latency(live, state, model, lone_messages))
+            for model, _ in plan
+            if lone_messages > 0
+        ]
     finally:
         asyncio.run(stack.down())
     results["wall_s"] = time.perf_counter() - began
@@ -445,6 +526,16 @@ def show(results: dict) -> None:
             duplicates,
         )
     console.print(table)
+    if results.get("lone"):
+        lone = Table(title="lone message at low load: produce -> labelled record (ms)")
+        for column in ("model", "messages", "p50", "p99", "record latency_ms p50"):
+            lone.add_column(column, justify="right")
+        for r in results["lone"]:
+            lone.add_row(
+                r["model"], str(r["messages"]), f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
+                f"{r['record_latency_p50_ms']:.1f}",
+            )  # fmt: skip
+        console.print(lone)
 
 
 if __name__ == "__main__":
