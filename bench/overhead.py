@@ -35,6 +35,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -61,6 +62,7 @@ IDLE_TIMEOUT_S = 120.0  # no output for this long after the first: the drain is 
 IDLE_SAMPLE_S = 5.0  # after the drain, CPU of the idle processes over this long
 IDLE_RATE_CPU_S = 0.06  # CPU seconds per second under which a process counts as idle
 SETTLE_TIMEOUT_S = 60.0
+PROFILE_S, PROFILE_DELAY_S = 8, 6.0
 
 
 def build_repository(repository: Path) -> str:
@@ -272,7 +274,31 @@ async def outputs_of(bootstrap: str, topics: list[str], expected: set[str]) -> d
     }
 
 
-async def phase(settings, state: Path, model: str, count: int, kafka: int, triton: int) -> dict:
+def profiled(process: subprocess.Popen, out: Path | None) -> subprocess.Popen:
+    """With `out`, py-spy samples `process` for PROFILE_S seconds, PROFILE_DELAY_S after its
+    start (into the drain), as a raw profile that `bench/stages.py` sorts into stages. The
+    sampling itself costs the worker CPU: take figures from a run without it."""
+    if out is not None:
+        py_spy = Path(sys.executable).parent / "py-spy"
+        command = [
+            str(py_spy), "record", "--pid", str(process.pid), "--duration", str(PROFILE_S),
+            "--rate", "200", "--format", "raw", "--output", str(out), "--nonblocking",
+        ]  # fmt: skip
+        threading.Timer(
+            PROFILE_DELAY_S, subprocess.run, (command,), {"capture_output": True}
+        ).start()
+    return process
+
+
+async def phase(
+    settings,
+    state: Path,
+    model: str,
+    count: int,
+    kafka: int,
+    triton: int,
+    profile: Path | None = None,
+) -> dict:
     """One backlog on a fresh topic, drained by the floor and then by a fresh worker."""
     from worker.client import produce
     from worker.settings import Route
@@ -330,7 +356,7 @@ async def phase(settings, state: Path, model: str, count: int, kafka: int, trito
         bootstrap,
         [route["sink"], deadletter],
         expected,
-        lambda: start_worker(settings, app_id, route, state, settings.max_batch),
+        lambda: profiled(start_worker(settings, app_id, route, state, settings.max_batch), profile),
         service_pids,
         "worker",
     )
@@ -426,6 +452,10 @@ def main(
     real_messages: Annotated[
         int, typer.Option(help="Backlog of the served-model phase (and its floor); 0 skips it")
     ] = 50_000,
+    profile: Annotated[
+        Path | None,
+        typer.Option(help="py-spy the stand-in phase's worker into this raw profile"),
+    ] = None,
     lone_messages: Annotated[
         int, typer.Option(help="Messages sent one at a time per model for the latency; 0 skips")
     ] = 40,
@@ -458,9 +488,9 @@ def main(
         plan = [(MODEL, real_messages), (STANDIN, messages)]
         for model, count in plan:
             if count > 0:
-                results["phases"].append(
-                    asyncio.run(phase(live, state, model, count, stack.kafka.pid, stack.triton.pid))
-                )
+                spy = profile if model == STANDIN else None
+                pids = (stack.kafka.pid, stack.triton.pid)
+                results["phases"].append(asyncio.run(phase(live, state, model, count, *pids, spy)))
         console.print(f"[cyan]lone messages ({lone_messages} per model, one at a time) …")
         results["lone"] = [
             asyncio.run(lone_latency(live, state, model, lone_messages))
