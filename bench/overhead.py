@@ -110,9 +110,9 @@ async def watch_drain(
     CPU is sampled when the first fetch of outputs arrives, at most once a second after that
     (kept in case the drain stalls), and when the last expected id arrives.
     """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import AIOKafkaConsumer
 
-    from worker.client import partitions_of
+    from worker.client import assign_from_beginning
 
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
@@ -124,13 +124,7 @@ async def watch_drain(
     process: subprocess.Popen | None = None
     await consumer.start()
     try:
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in topics
-            for p in sorted(await partitions_of(consumer, topic))
-        ]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
+        await assign_from_beginning(consumer, topics)
         started = time.perf_counter()
         process = start()
         pids = {**pids, name: process.pid}
@@ -380,9 +374,9 @@ async def lone_latency(settings, state: Path, model: str, count: int) -> dict:
 
     Timed from the produce call to the labelled record in the bench's own consumer, so the
     producer's acknowledgement, the worker's consume, Triton and the publish all count."""
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    from worker.client import partitions_of, produce
+    from worker.client import assign_from_beginning, produce
     from worker.settings import Route
     from worker.topics import ensure_topics
 
@@ -397,11 +391,7 @@ async def lone_latency(settings, state: Path, model: str, count: int) -> dict:
     try:
         await consumer.start()
         await producer.start()
-        partitions = [
-            TopicPartition(route["sink"], p) for p in await partitions_of(consumer, route["sink"])
-        ]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
+        await assign_from_beginning(consumer, [route["sink"]])
         await produce(
             bootstrap, route["source"], [(b"warm", orjson.dumps({"id": "warm", "text": "warm up"}))]
         )

@@ -73,13 +73,7 @@ async def read_topics(
     try:
         # stop() also closes what a failed start() left open (no unclosed-client warnings)
         await consumer.start()
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in topics
-            for p in sorted(await partitions_of(consumer, topic))
-        ]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
+        partitions = await assign_from_beginning(consumer, topics)
         end = await consumer.end_offsets(partitions) if expect is None else None
         records: list[Record] = []
         deadline = time.monotonic() + timeout_s
@@ -100,6 +94,20 @@ async def read_topics(
         return records
     finally:
         await consumer.stop()
+
+
+async def assign_from_beginning(
+    consumer: AIOKafkaConsumer, topics: Sequence[str]
+) -> list[TopicPartition]:
+    """Assign every partition of `topics` (no group) and read them from their first offset."""
+    partitions = [
+        TopicPartition(topic, p)
+        for topic in topics
+        for p in sorted(await partitions_of(consumer, topic))
+    ]
+    consumer.assign(partitions)
+    await consumer.seek_to_beginning(*partitions)
+    return partitions
 
 
 async def reached_end(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> bool:
