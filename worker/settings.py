@@ -141,6 +141,12 @@ class WorkerSettings(BaseSettings, KafkaSecurity, TritonTLS):
 
     # Batching
     max_batch: int = Field(64, ge=1, description="Largest micro-batch sent to Triton in one call.")
+    numpy_threads: int = Field(
+        1,
+        ge=1,
+        description="BLAS threads for the worker's numpy work (drift statistics, embedding "
+        "projections): the worker is one asyncio thread, and idle BLAS threads spin.",
+    )
     batches_in_flight: int = Field(
         2,
         ge=1,
