@@ -33,7 +33,7 @@ from worker.failures import isolate
 from worker.inference import Classifier, TritonClassifier
 from worker.messages import OutRecord, RawMessage
 from worker.pipeline import BatchResult, Pipeline
-from worker.publishing import BatchProducer, SendAll, per_record_sender, publish
+from worker.publishing import BatchProducer, SendAll, publish
 from worker.references import ReferenceStore
 from worker.registry import RegistryReader, auto_rollback
 from worker.security import faust_credentials, kafka_client_kwargs, triton_client_kwargs
@@ -189,7 +189,9 @@ def create_app(settings: WorkerSettings, classifier: Classifier | None = None) -
     registry = RegistryReader(
         settings.kafka_bootstrap_servers, settings.registry_topic, kafka_client_kwargs(settings)
     )
-    samples = _add_drift(app, settings, registry) if settings.drift_enabled else None
+    samples = None
+    if settings.drift_enabled:
+        samples = _add_drift(app, settings, registry, sender.send_all)
     for route in settings.routes:
         _add_route(app, route, classifier, sender, settings, samples, registry)
     if settings.metrics_port:
@@ -223,7 +225,7 @@ def _add_route(
 async def _guard_rollout(
     report: dict,
     registry: RegistryReader,
-    topics: dict[str, faust.TopicT],
+    send_all: SendAll,
     settings: WorkerSettings,
 ) -> None:
     model = report["model"]["name"]
@@ -238,7 +240,7 @@ async def _guard_rollout(
     if rolled is None:
         return
     record = OutRecord(settings.registry_topic, model.encode(), rolled.model_dump_json().encode())
-    await publish([record], per_record_sender(topics))
+    await publish([record], send_all)
     registry.apply(record.key, record.value)  # route away from it now, not after the echo
     log.warning("auto_rollback", model=model, active=rolled.active, reason=rolled.note)
 
@@ -247,8 +249,11 @@ def _sample_record(topic: str, sample: Sample) -> OutRecord:
     return OutRecord(topic, sample.model.encode("utf-8"), orjson.dumps(sample.to_dict()))
 
 
-def _add_drift(app: faust.App, settings: WorkerSettings, registry: RegistryReader) -> faust.TopicT:
-    """The drift agent, its window table and the clock that closes idle windows.
+def _add_drift(
+    app: faust.App, settings: WorkerSettings, registry: RegistryReader, send_all: SendAll
+) -> faust.TopicT:
+    """The drift agent, its window table and the clock that closes idle windows; reports and
+    roll-backs go out through the classify agents' sender.
 
     The drift agent also guards roll-outs: a closed window whose candidate failed or
     disagreed past its bound removes the candidate from the registry (`auto_rollback`).
@@ -261,10 +266,6 @@ def _add_drift(app: faust.App, settings: WorkerSettings, registry: RegistryReade
         value_serializer="raw",
         partitions=settings.topic_partitions,
     )
-    reports = {
-        settings.drift_topic: _raw_topic(app, settings.drift_topic),
-        settings.registry_topic: _raw_topic(app, settings.registry_topic),
-    }
     table = app.Table(
         "drift-windows",
         partitions=settings.topic_partitions,
@@ -310,10 +311,10 @@ def _add_drift(app: faust.App, settings: WorkerSettings, registry: RegistryReade
                         OutRecord(settings.drift_topic, sample.model.encode(), orjson.dumps(r))
                         for r in closed
                     ],
-                    per_record_sender(reports),
+                    send_all,
                 )
                 for report in closed:
-                    await _guard_rollout(report, registry, reports, settings)
+                    await _guard_rollout(report, registry, send_all, settings)
                     metrics.observe_drift(report)
                     log.info(
                         "drift_report",

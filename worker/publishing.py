@@ -14,7 +14,7 @@ input's dead letter (`refused`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 import structlog
@@ -137,32 +137,6 @@ class BatchProducer:
                 members = []
         if members:
             yield batch, members
-
-
-def per_record_sender(topics: Mapping[str, object]) -> SendAll:
-    """A sender that sends each record on its Faust topic (`topic.send`): the drift agent's
-    occasional reports, and fakes in unit tests."""
-
-    async def send_all(records: Sequence[OutRecord]) -> Outcomes:
-        pending: list[asyncio.Future | BaseException] = []
-        for r in records:
-            try:
-                pending.append(
-                    await topics[r.topic].send(key=r.key, value=r.value, headers=list(r.headers))
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # e.g. too large: aiokafka refuses it before sending
-                pending.append(exc)
-        futures = [p for p in pending if not isinstance(p, BaseException)]
-        outcomes = iter(await asyncio.gather(*futures, return_exceptions=True))
-        return [p if isinstance(p, BaseException) else _error(next(outcomes)) for p in pending]
-
-    return send_all
-
-
-def _error(outcome: object) -> BaseException | None:
-    return outcome if isinstance(outcome, BaseException) else None
 
 
 async def publish(

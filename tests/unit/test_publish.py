@@ -1,6 +1,6 @@
-"""`publish` through per-record sends to fake topics: what the broker acks stays sent,
-transient failures are sent again (only they), records refused for good become their input's
-dead letter."""
+"""`publish` through a fake sender (one send per record to fake topics): what the broker acks
+stays sent, transient failures are sent again (only they), records refused for good become
+their input's dead letter."""
 
 import asyncio
 
@@ -11,7 +11,7 @@ from aiokafka.errors import (
 )
 
 from worker.messages import OutRecord, RawMessage
-from worker.publishing import per_record_sender, publish
+from worker.publishing import Outcomes, publish
 
 ORIGIN = RawMessage("news.raw", 0, 7, b"k", b"{}", 0.0)
 
@@ -33,6 +33,20 @@ class FakeTopic:
         else:
             future.set_result("ok")
         return future
+
+
+def per_record_sender(topics: dict[str, FakeTopic]):
+    """A `send_all` that sends each record on its fake topic and awaits the acks."""
+
+    async def send_all(records) -> Outcomes:
+        futures = [
+            await topics[r.topic].send(key=r.key, value=r.value, headers=list(r.headers))
+            for r in records
+        ]
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        return [o if isinstance(o, BaseException) else None for o in outcomes]
+
+    return send_all
 
 
 def record(value: bytes, topic: str = "sink") -> OutRecord:
