@@ -5,6 +5,7 @@ Pure orchestration around an injected `Classifier`, so it is unit-tested without
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -86,7 +87,7 @@ class Pipeline:
         self.classifier = classifier
         self.registry = registry
         self.deadletter_topic = settings.deadletter_topic
-        self.max_request = settings.max_batch
+        self.max_request = settings.triton_batch
         self.max_record_bytes = settings.producer_max_request_bytes
         self.drop_headers = frozenset(settings.drop_headers)
         self.inject_failure_text = settings.inject_failure_text
@@ -110,11 +111,10 @@ class Pipeline:
         entry = self.registry.get(self.route.model) if self.registry else None
         shadow = shadow_version(entry)
         for version, items in self._by_version(entry, prepared.valid).items():
-            for chunk in chunks(items, self.max_request):
-                if entry is not None and version != entry.active:
-                    await self._canary(chunk, slots, result, entry, version)
-                else:
-                    await self._classify(chunk, slots, result, version, shadow=shadow)
+            if entry is not None and version != entry.active:
+                await self._canary(items, slots, result, entry, version)
+            else:
+                await self._classify(items, slots, result, version, shadow=shadow)
         result.inference_ms = (time.perf_counter() - started) * 1000.0
         result.records = [record for record in slots if record is not None]
         result.rejected = prepared.size - result.labelled
@@ -169,23 +169,53 @@ class Pipeline:
         retry: bool = True,
         shadow: str | None = None,
     ) -> None:
-        """Classify `items`; when Triton rejects the batch as invalid, bisect to the culprit."""
-        if not items:
-            return
+        """Classify `items` in Triton requests of at most `max_request` texts, all sent at once,
+        and label them in input order. A request that fails leaves its items unlabelled (the
+        canary's fallback takes them) and raises once the others are labelled."""
+        requests = [self._answers(part, version, retry) for part in chunks(items, self.max_request)]
+        failure: BaseException | None = None
+        for outcome in await asyncio.gather(*requests, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                failure = failure or outcome
+                continue
+            for part, texts, answer in outcome:
+                if isinstance(answer, Rejection):
+                    slots[part[0][0]] = self._dead_letter(part[0][1], answer)
+                else:
+                    await self._label(part, texts, answer, slots, result, role, shadow)
+        if failure is not None:
+            raise failure
+
+    async def _answers(
+        self, items: Sequence[Item], version: str | None, retry: bool
+    ) -> list[tuple[Sequence[Item], list[str], Classification | Rejection]]:
+        """Triton's answer for one request; when Triton rejects it as invalid, bisect until the
+        culprit is alone, and its answer is the rejection."""
+        texts = [model_text(m.text, m.title) for _, _, m in items]
+        self._injected_failure(texts)
         try:
-            texts = [model_text(m.text, m.title) for _, _, m in items]
-            self._injected_failure(texts)
             answer = await self.classifier.classify(self.route.model, texts, version, retry=retry)
         except InferenceRejected as exc:
             if len(items) == 1:
-                index, raw, _ = items[0]
-                slots[index] = self._dead_letter(raw, Rejection("inference_rejected", str(exc)))
-                return
-            for half in halves(items):
-                await self._classify(
-                    half, slots, result, version, role=role, retry=retry, shadow=shadow
-                )
-            return
+                return [(items, texts, Rejection("inference_rejected", str(exc)))]
+            first, second = halves(items)
+            return [
+                *await self._answers(first, version, retry),
+                *await self._answers(second, version, retry),
+            ]
+        return [(items, texts, answer)]
+
+    async def _label(
+        self,
+        items: Sequence[Item],
+        texts: list[str],
+        answer: Classification,
+        slots: list[OutRecord | None],
+        result: BatchResult,
+        role: str,
+        shadow: str | None,
+    ) -> None:
+        """The labelled records of one answer, and what the drift monitor observes of it."""
         now = datetime.now(UTC)
         result.versions.add(answer.version)
         observed = result.observed.setdefault(

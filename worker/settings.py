@@ -140,7 +140,18 @@ class WorkerSettings(BaseSettings, KafkaSecurity, TritonTLS):
     )
 
     # Batching
-    max_batch: int = Field(64, ge=1, description="Largest micro-batch sent to Triton in one call.")
+    max_batch: int = Field(
+        256,
+        ge=1,
+        description="Most messages the worker takes and publishes as one batch: one produce "
+        "request per partition, one ack and one drift sample for all of them.",
+    )
+    triton_batch: int = Field(
+        64,
+        ge=1,
+        description="Most texts in one Triton request (at most the model's max_batch_size); a "
+        "batch larger than this goes to Triton as several requests at once.",
+    )
     numpy_threads: int = Field(
         1,
         ge=1,

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from worker.inference import Classification, InferenceRejected, TritonClassifier, backoff_delays
+from worker.inference import (
+    Classification,
+    InferenceRejected,
+    TritonClassifier,
+    backoff_delays,
+    first_row_labels,
+)
 
 
 def test_backoff_doubles_up_to_the_cap():
@@ -42,3 +48,26 @@ async def test_invalid_argument_is_not_retried():
     with pytest.raises(InferenceRejected, match="bad input"):
         await client.classify("m", ["x"])
     assert client.calls == 1
+
+
+def infer_result(rows: list[list[str]]):
+    """A Triton answer as the gRPC client receives it: PROBS, then LABELS as raw BYTES."""
+    from tritonclient.grpc import InferResult, service_pb2
+    from tritonclient.utils import serialize_byte_tensor
+
+    response = service_pb2.ModelInferResponse(model_name="m", model_version="1")
+    for name, datatype in (("PROBS", "FP32"), ("LABELS", "BYTES")):
+        output = response.outputs.add(name=name, datatype=datatype)
+        output.shape.extend([len(rows), len(rows[0])])
+    probs = np.full((len(rows), len(rows[0])), 0.25, dtype=np.float32)
+    labels = np.array([[label.encode() for label in row] for row in rows], dtype=np.object_)
+    response.raw_output_contents.extend([probs.tobytes(), serialize_byte_tensor(labels).item()])
+    return InferResult(response)
+
+
+def test_first_row_labels_match_the_clients_own_decoding():
+    rows = [["World", "Sports", "Business", "Sci/Tech"], ["négatif", "", "x", "Sci/Tech"]]
+    result = infer_result(rows)
+    assert first_row_labels(result) == rows[0]
+    assert first_row_labels(result) == [b.decode() for b in result.as_numpy("LABELS")[0]]
+    assert first_row_labels(infer_result(rows[1:])) == rows[1]

@@ -1,12 +1,15 @@
 """Routing and labelling through `Pipeline` with a fake classifier (no Kafka, no Triton)."""
 
+import asyncio
+
 import numpy as np
 import orjson
 import pytest
 
 from worker.inference import Classification, InferenceRejected
 from worker.messages import RawMessage
-from worker.pipeline import Pipeline
+from worker.pipeline import BatchResult, Pipeline
+from worker.schemas import InputMessage
 from worker.settings import Route, WorkerSettings
 
 LABELS = ["World", "Sports", "Business", "Sci/Tech"]
@@ -31,7 +34,7 @@ class FakeClassifier:
 
 
 def settings(**overrides) -> WorkerSettings:
-    return WorkerSettings(_env_file=None, **{"max_batch": 2, **overrides})
+    return WorkerSettings(_env_file=None, **{"triton_batch": 2, **overrides})
 
 
 def message(i: int, text: str = "some news") -> RawMessage:
@@ -55,7 +58,7 @@ async def test_every_message_yields_one_record_in_order():
         "news.labelled",
     ]
     assert result.labelled == 3 and result.rejected == 1 and result.versions == {"3"}
-    # max_batch=2 bounds each Triton request
+    # triton_batch=2 bounds each Triton request
     assert [len(c) for c in fake.calls] == [2, 1]
 
     out = orjson.loads(result.records[0].value)
@@ -74,7 +77,7 @@ async def test_every_message_yields_one_record_in_order():
 
 async def test_rejected_batch_is_bisected_to_the_poison_message():
     fake = FakeClassifier(poison="poison")
-    pipeline = Pipeline(ROUTE, fake, settings(max_batch=8))
+    pipeline = Pipeline(ROUTE, fake, settings(triton_batch=8))
     batch = [message(0), message(1, "poison"), message(2), message(3)]
     result = await pipeline.process(batch)
     kinds = [orjson.loads(r.value).get("error", {}).get("type") for r in result.records]
@@ -110,7 +113,7 @@ async def test_canary_routes_by_message_and_outputs_name_their_version():
         at="now",
     )
     fake = FakeClassifier()
-    pipeline = Pipeline(ROUTE, fake, settings(max_batch=64), FakeRegistry(entry))
+    pipeline = Pipeline(ROUTE, fake, settings(triton_batch=64), FakeRegistry(entry))
     result = await pipeline.process([message(i) for i in range(40)])
     assert set(fake.versions) == {"1", "2"}
     versions = [orjson.loads(r.value)["model"]["version"] for r in result.records]
@@ -144,7 +147,9 @@ def registry_entry(role: str, share: float = 0.5):
 
 async def test_failing_canary_falls_back_to_the_active_version_and_is_counted():
     fake = FlakyCandidate()
-    pipeline = Pipeline(ROUTE, fake, settings(max_batch=64), FakeRegistry(registry_entry("canary")))
+    pipeline = Pipeline(
+        ROUTE, fake, settings(triton_batch=64), FakeRegistry(registry_entry("canary"))
+    )
     result = await pipeline.process([message(i) for i in range(40)])
     assert result.labelled == 40 and result.rejected == 0
     assert {orjson.loads(r.value)["model"]["version"] for r in result.records} == {"1"}
@@ -155,7 +160,9 @@ async def test_failing_canary_falls_back_to_the_active_version_and_is_counted():
 
 async def test_shadow_is_compared_but_never_published():
     fake = FakeClassifier()
-    pipeline = Pipeline(ROUTE, fake, settings(max_batch=64), FakeRegistry(registry_entry("shadow")))
+    pipeline = Pipeline(
+        ROUTE, fake, settings(triton_batch=64), FakeRegistry(registry_entry("shadow"))
+    )
     result = await pipeline.process([message(i) for i in range(5)])
     assert fake.versions == ["1", "2"]
     assert {orjson.loads(r.value)["model"]["version"] for r in result.records} == {"1"}
@@ -166,7 +173,9 @@ async def test_shadow_is_compared_but_never_published():
 
 async def test_failing_shadow_changes_nothing_but_its_record():
     fake = FlakyCandidate()
-    pipeline = Pipeline(ROUTE, fake, settings(max_batch=64), FakeRegistry(registry_entry("shadow")))
+    pipeline = Pipeline(
+        ROUTE, fake, settings(triton_batch=64), FakeRegistry(registry_entry("shadow"))
+    )
     result = await pipeline.process([message(i) for i in range(3)])
     assert result.labelled == 3
     assert result.observed["1"].shadow_agree == [-1, -1, -1]
@@ -200,3 +209,49 @@ async def test_record_kafka_refuses_becomes_its_inputs_dead_letter():
     assert replaced.topic == "labelstream.deadletter" and replaced.key == b"m0"
     assert body["error"]["type"] == "processing_error"
     assert "news.labelled" in body["error"]["detail"] and body["offset"] == 100
+
+
+class GatedClassifier(FakeClassifier):
+    """Holds every request until `release` is set, counting how many wait at once."""
+
+    def __init__(self, fail_text: str | None = None) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.waiting = 0
+        self.most_waiting = 0
+        self.fail_text = fail_text
+
+    async def classify(self, model, texts, version=None, *, retry=True):
+        self.waiting += 1
+        self.most_waiting = max(self.most_waiting, self.waiting)
+        await self.release.wait()
+        self.waiting -= 1
+        if self.fail_text and self.fail_text in texts:
+            raise RuntimeError("Triton is down")
+        return await super().classify(model, texts, version, retry=retry)
+
+
+async def test_requests_of_one_batch_are_at_triton_at_once_and_labelled_in_order():
+    fake = GatedClassifier()
+    pipeline = Pipeline(ROUTE, fake, settings(triton_batch=2))
+    task = asyncio.create_task(pipeline.process([message(i) for i in range(5)]))
+    for _ in range(100):  # the requests' tasks need a few loop turns to reach the classifier
+        await asyncio.sleep(0)
+    fake.release.set()
+    result = await task
+
+    assert fake.most_waiting == 3  # 2 + 2 + 1 texts, none waiting for another's answer
+    assert [r.key for r in result.records] == [f"m{i}".encode() for i in range(5)]
+
+
+async def test_a_failed_request_raises_after_the_other_requests_are_labelled():
+    fake = GatedClassifier(fail_text="bad")
+    fake.release.set()
+    pipeline = Pipeline(ROUTE, fake, settings(triton_batch=2))
+    slots = [None] * 4
+    texts = ["ok", "ok", "bad", "ok"]
+    items = [(i, message(i), InputMessage(id=f"m{i}", text=text)) for i, text in enumerate(texts)]
+    with pytest.raises(RuntimeError, match="Triton is down"):
+        await pipeline._classify(items, slots, BatchResult(records=[]))
+
+    assert [slot is not None for slot in slots] == [True, True, False, False]
