@@ -8,7 +8,7 @@ record is built to fit the producer's request limit, so the broker never refuses
 from __future__ import annotations
 
 import base64
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 
 import numpy as np
@@ -47,6 +47,18 @@ def record_size(key: bytes | None, value: bytes, headers: Headers) -> int:
     return len(key or b"") + len(value) + carried + RECORD_OVERHEAD
 
 
+def score_rows(probs: np.ndarray) -> tuple[list[list[float]], list[list[float]]]:
+    """A batch's probabilities as Python floats, and rounded to 6 decimals, at numpy's speed.
+
+    The model returns float32: times 10^6 such a value is exact in float64, so numpy's
+    round-half-even is exactly Python's `round(p, 6)` (~0.6 µs a score, in a loop). Any other
+    dtype goes through `round` itself."""
+    values = probs.tolist()
+    if probs.dtype == np.float32:
+        return values, np.round(probs.astype(np.float64), 6).tolist()
+    return values, [[round(float(p), 6) for p in row] for row in values]
+
+
 def labelled_record(
     raw: RawMessage,
     message: InputMessage,
@@ -55,20 +67,21 @@ def labelled_record(
     model: str,
     version: str,
     labels: list[str],
-    probs: np.ndarray,
+    probs: Sequence[float],
+    scores: Sequence[float],
     now: datetime,
     drop_headers: Collection[str] = (),
 ) -> OutRecord:
-    values = [float(p) for p in probs]
-    best = values.index(max(values))
+    """The labelled record of one message; `probs` and `scores` (rounded) from `score_rows`."""
+    best = probs.index(max(probs))
     ts_in = datetime.fromtimestamp(raw.timestamp, tz=UTC)
     # The `LabelledRecord` fields, built as a plain dict: a pydantic model per message cost
     # more than the rest of labelling (tests/unit/test_labelling.py holds the bytes equal).
     body = {
         "id": message.id,
         "label": labels[best],
-        "confidence": values[best],
-        "scores": {label: round(p, 6) for label, p in zip(labels, values, strict=True)},
+        "confidence": probs[best],
+        "scores": dict(zip(labels, scores, strict=True)),
         "model": {"name": model, "version": version},
         "ts_in": ts_in,
         "ts_out": now,

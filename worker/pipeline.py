@@ -19,7 +19,7 @@ import structlog
 from worker.batching import chunks, halves, prepare_batch
 from worker.failures import TOO_LARGE
 from worker.inference import Classification, Classifier, InferenceRejected
-from worker.labelling import dead_letter_record, labelled_record, record_size
+from worker.labelling import dead_letter_record, labelled_record, record_size, score_rows
 from worker.mapping import Mapping
 from worker.messages import OutRecord, RawMessage
 from worker.registry import ModelEntry, assign, shadow_version
@@ -230,7 +230,8 @@ class Pipeline:
             observed.embeddings.append(answer.embeddings)
         if shadow is not None:
             await self._compare_shadow(shadow, texts, answer, predicted, confidence, observed)
-        for (index, raw, message), probs in zip(items, answer.probs, strict=True):
+        values, rounded = score_rows(answer.probs)
+        for (index, raw, message), probs, scores in zip(items, values, rounded, strict=True):
             record = labelled_record(
                 raw,
                 message,
@@ -239,6 +240,7 @@ class Pipeline:
                 version=answer.version,
                 labels=answer.labels,
                 probs=probs,
+                scores=scores,
                 now=now,
                 drop_headers=self.drop_headers,
             )

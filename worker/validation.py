@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from worker.mapping import DEFAULT_MAPPING, Mapping, Missing
 from worker.messages import RawMessage
-from worker.schemas import InputMessage
+from worker.schemas import InputMessage, TruncatedMessage
 
 REASONS = frozenset(
     {
@@ -95,6 +95,7 @@ def validate(
     except ValidationError as exc:
         return _describe(exc, mapping.names)
     if len(message.text) > max_text_chars:
-        message.text = message.text[:max_text_chars]
-        message._truncated = True  # noqa: SLF001 - validation is the one place that sets it
+        return TruncatedMessage.model_construct(
+            message.model_fields_set, **{**dict(message), "text": message.text[:max_text_chars]}
+        )
     return message

@@ -251,15 +251,17 @@ class Window:
         self.embedding_dims = rows.shape[1]
         kept = self.embedding_rows()
         rng = np.random.default_rng([seed, self.embedding_seen])
-        out = list(kept)
-        for row in rows:
-            self.embedding_seen += 1
-            if len(out) < size:
-                out.append(row)
-            else:
-                slot = int(rng.integers(self.embedding_seen))
-                if slot < size:
-                    out[slot] = row
+        out = list(kept[:size])
+        fill = min(len(rows), size - len(out))
+        out.extend(rows[:fill])
+        seen = self.embedding_seen + fill
+        # Row i (0-based, after the fill) is the (seen + i + 1)-th seen: it takes a slot drawn
+        # from [0, seen + i + 1) and is kept when that slot is one of the reservoir's.
+        slots = rng.integers(np.arange(seen + 1, seen + len(rows) - fill + 1))
+        for row, slot in zip(rows[fill:], slots.tolist(), strict=True):
+            if slot < size:
+                out[slot] = row
+        self.embedding_seen += len(rows)
         self.embedding_sample = encode_rows(np.asarray(out)) if out else ""
 
     def embedding_rows(self) -> np.ndarray:

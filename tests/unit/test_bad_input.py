@@ -7,7 +7,6 @@ import json
 from datetime import UTC, datetime
 from unittest import mock
 
-import numpy as np
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -46,7 +45,8 @@ def assert_well_formed(outcome: InputMessage | Rejection) -> None:
         model="m",
         version="1",
         labels=["a", "b"],
-        probs=np.array([0.3, 0.7]),
+        probs=[0.3, 0.7],
+        scores=[0.3, 0.7],
         now=datetime.now(UTC),
     )
     assert orjson.loads(record.value)["id"] == outcome.id

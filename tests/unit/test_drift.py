@@ -137,3 +137,36 @@ def test_rbf_mmd_matches_the_textbook_statistic_for_every_split():
     assert observed == pytest.approx(unbiased(x, y), abs=1e-6)
     expected_p = (sum(v >= by_hand[0] for v in by_hand[1:]) + 1) / (permutations + 1)
     assert p_value == pytest.approx(expected_p)
+
+
+def test_sequential_mmd_stops_at_the_hth_resplit_reaching_the_observed_value():
+    """Besag-Clifford: p = h / L where L is the re-split at which the h-th one reaches the
+    observed MMD²; the re-splits are the full test's, so L is worked out from its values."""
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(30, 3)), rng.normal(size=(20, 3))
+    bandwidth, permutations, seed, h = 2.0, 300, 7, 5
+    splits = drift._splits(30, 20, permutations, seed)
+    full = drift._SplitStatistic(_kernel(np.vstack([x, y]), bandwidth), 30, 20)(splits)
+    reaching = np.flatnonzero(full[1:] >= full[0]) + 1
+    assert len(reaching) >= h  # the samples are alike: the test must be able to stop early
+    observed, p_value = drift.rbf_mmd(
+        x, y, bandwidth, permutations=permutations, seed=seed, stop_after=h
+    )
+    assert observed == pytest.approx(full[0])
+    assert p_value == pytest.approx(h / reaching[h - 1])
+
+
+def test_sequential_mmd_of_a_shifted_window_runs_every_resplit():
+    rng = np.random.default_rng(6)
+    reference, shifted = rng.normal(size=(100, 4)), rng.normal(size=(80, 4)) + 1.5
+    full = drift.rbf_mmd(reference, shifted, 3.0, permutations=500, seed=1)
+    early = drift.rbf_mmd(reference, shifted, 3.0, permutations=500, seed=1, stop_after=20)
+    assert early == pytest.approx(full)
+    assert early[1] == pytest.approx(1 / 501)
+
+
+def _kernel(pooled: np.ndarray, bandwidth: float) -> np.ndarray:
+    squared = np.sum((pooled[:, None, :] - pooled[None, :, :]) ** 2, axis=2)
+    kernel = np.exp(-squared / (2 * bandwidth**2))
+    np.fill_diagonal(kernel, 0.0)
+    return kernel

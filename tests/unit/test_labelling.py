@@ -8,9 +8,9 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.labelling import dead_letter_record, labelled_record, record_size
+from worker.labelling import dead_letter_record, labelled_record, record_size, score_rows
 from worker.messages import RawMessage
-from worker.schemas import InputMessage, LabelledRecord, ModelRef
+from worker.schemas import InputMessage, LabelledRecord, ModelRef, TruncatedMessage
 from worker.validation import Rejection
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
@@ -30,7 +30,7 @@ def raw(value: bytes, headers=HEADERS) -> RawMessage:
 
 
 def labelled(message: InputMessage, drop=()):
-    probs = np.array([0.1, 0.7, 0.1, 0.1])
+    values, scores = score_rows(np.array([[0.1, 0.7, 0.1, 0.1]], dtype=np.float32))
     return labelled_record(
         raw(b"{}"),
         message,
@@ -38,7 +38,8 @@ def labelled(message: InputMessage, drop=()):
         model="news_topic",
         version="3",
         labels=["World", "Sports", "Business", "Sci/Tech"],
-        probs=probs,
+        probs=values[0],
+        scores=scores[0],
         now=NOW,
         drop_headers=drop,
     )
@@ -104,8 +105,8 @@ def test_labelled_value_is_byte_for_byte_the_schema_models(probs, ts, micros, me
     `LabelledRecord` model (the documented schema) serialises."""
     labels = [f"label-{i}" for i in range(len(probs))]
     now = datetime(2026, 12, 2, 12, 0, 0, micros, tzinfo=UTC)
-    message = InputMessage(id="m-1", text="t", meta=meta)
-    message._truncated = truncated  # noqa: SLF001
+    values, scores = score_rows(probs[None, :])
+    message = (TruncatedMessage if truncated else InputMessage)(id="m-1", text="t", meta=meta)
     record = labelled_record(
         RawMessage("news.raw", 0, 1, b"k", b"{}", ts),
         message,
@@ -113,7 +114,8 @@ def test_labelled_value_is_byte_for_byte_the_schema_models(probs, ts, micros, me
         model="news_topic",
         version="2",
         labels=labels,
-        probs=probs,
+        probs=values[0],
+        scores=scores[0],
         now=now,
     )
     best = int(np.argmax(probs))
@@ -131,3 +133,25 @@ def test_labelled_value_is_byte_for_byte_the_schema_models(probs, ts, micros, me
         meta=meta,
     )
     assert record.value == orjson.dumps(expected.model_dump(mode="json"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.lists(
+        st.lists(st.floats(0.0, 1.0, allow_nan=False, width=32), min_size=3, max_size=3),
+        min_size=1,
+        max_size=8,
+    ),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_score_rows_round_exactly_as_python_does(rows, dtype):
+    probs = np.array(rows, dtype=dtype)
+    values, rounded = score_rows(probs)
+    assert values == [[float(p) for p in row] for row in probs]
+    assert rounded == [[round(float(p), 6) for p in row] for row in probs]
+
+
+def test_float32_scores_on_rounding_ties_round_half_even_like_python():
+    # 0.0000005 and friends as float32 sit next to (not on) the decimal tie: exactness matters
+    probs = np.array([[5e-7, 1.5e-6, 2.5e-6, 0.1234565, 0.9999995]], dtype=np.float32)
+    assert score_rows(probs)[1] == [[round(float(p), 6) for p in probs[0]]]

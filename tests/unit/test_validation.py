@@ -98,3 +98,18 @@ def test_size_checked_before_parsing():
     # Over the byte limit and not JSON: the size is the reason, no parser ran on it.
     outcome = check(b"\xff" * 2000)
     assert isinstance(outcome, Rejection) and outcome.type == "message_too_large"
+
+
+def test_a_cut_message_keeps_every_other_field():
+    value = {
+        "id": "a",
+        "text": "y" * 150,
+        "title": "t",
+        "meta": {"k": [1]},
+        "ts": 1_700_000_000_000,
+    }
+    message = check(orjson.dumps(value))
+    whole = InputMessage.model_validate({**value, "text": "y" * 100})
+    assert message.truncated and not whole.truncated
+    assert message.model_dump() == whole.model_dump()
+    assert message.model_fields_set == whole.model_fields_set

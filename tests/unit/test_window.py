@@ -178,3 +178,17 @@ def test_canary_traffic_has_its_own_window_and_shadow_agreement_is_counted() -> 
     failures.candidate_failures = 3
     closed = state.advance(failures, partition=0, offset=2, now=1, policy=policy)
     assert [(w.role, w.labelled, w.candidate_failures) for w, _ in closed] == [("canary", 1, 3)]
+
+
+def test_reservoir_keeps_every_row_with_equal_chance() -> None:
+    """Algorithm R: after 40 rows in batches of 10, each row is in a reservoir of 8 with chance
+    8/40; over 2,000 seeds each row's share stays within 4 standard errors of 0.2."""
+    kept = np.zeros(40)
+    for seed in range(2000):
+        window = Window.open("m", 0.0)
+        for start in range(0, 40, 10):
+            rows = np.arange(start, start + 10, dtype=np.float64).reshape(-1, 1)
+            window._reservoir(rows, size=8, seed=seed)  # noqa: SLF001
+        kept[window.embedding_rows()[:, 0].astype(int)] += 1
+    share = kept / 2000
+    assert np.all(np.abs(share - 0.2) < 4 * np.sqrt(0.2 * 0.8 / 2000))
