@@ -25,6 +25,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from worker.failures import is_refused_for_good
 from worker.inference import backoff_delays
 from worker.messages import OutRecord
+from worker.partitioning import key_partitions
 
 log = structlog.get_logger(__name__)
 
@@ -88,8 +89,7 @@ class BatchProducer:
         self, producer: Producer, records: Sequence[OutRecord], outcomes: Outcomes
     ) -> dict[tuple[str, int], list[int]]:
         """Record indices per (topic, partition), in record order; oversized ones refused."""
-        groups: dict[tuple[str, int], list[int]] = {}
-        partitions: dict[str, tuple[list[int], list[int]]] = {}
+        by_topic: dict[str, list[int]] = {}
         for index, record in enumerate(records):
             size = DefaultRecordBatchBuilder.estimate_size_in_bytes(
                 record.key, record.value, list(record.headers)
@@ -100,11 +100,18 @@ class BatchProducer:
                     "maximum request size (PRODUCER_MAX_REQUEST_BYTES)"
                 )
                 continue
-            if record.topic not in partitions:
-                partitions[record.topic] = await self._partitions(producer, record.topic)
-            everything, available = partitions[record.topic]
-            partition = self._partitioner(record.key, everything, available)
-            groups.setdefault((record.topic, partition), []).append(index)
+            by_topic.setdefault(record.topic, []).append(index)
+        groups: dict[tuple[str, int], list[int]] = {}
+        for topic, indices in by_topic.items():
+            everything, available = await self._partitions(producer, topic)
+            keyed = [i for i in indices if records[i].key is not None]
+            keys = [records[i].key or b"" for i in keyed]
+            chosen = dict(zip(keyed, key_partitions(keys, everything), strict=True))
+            for index in indices:
+                partition = chosen.get(index)
+                if partition is None:  # no key: a random available partition, as aiokafka
+                    partition = self._partitioner(None, everything, available)
+                groups.setdefault((topic, partition), []).append(index)
         return groups
 
     async def _partitions(self, producer: Producer, topic: str) -> tuple[list[int], list[int]]:

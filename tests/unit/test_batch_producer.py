@@ -107,3 +107,18 @@ async def test_a_record_over_the_request_limit_is_refused_before_sending():
     outcomes = await BatchProducer(lambda: producer, 1000).send_all(batch)
     assert isinstance(outcomes[0], MessageSizeTooLargeError) and outcomes[1] is None
     assert [values for _, _, values in producer.sent] == [[b"small"]]
+
+
+async def test_records_without_a_key_go_out_beside_keyed_ones_on_an_available_partition():
+    producer = FakeProducer()
+    batch = [
+        OutRecord("sink", None, b"no-key-0"),
+        *records(5),
+        OutRecord("sink", None, b"no-key-1"),
+    ]
+    assert await BatchProducer(lambda: producer, 1_000_000).send_all(batch) == [None] * 7
+    sent = {value: partition for _, partition, values in producer.sent for value in values}
+    assert sorted(sent) == sorted(r.value for r in batch)
+    assert {sent[b"no-key-0"], sent[b"no-key-1"]} <= PARTITIONS["sink"]
+    for record in batch[1:6]:
+        assert sent[record.value] == aiokafka_partition(record.key)
