@@ -17,7 +17,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("validation (orjson, mapping, pydantic)", ("validation.py", "mapping.py", "schemas.py")),
     ("Triton client (gRPC, numpy)", ("inference.py", "tritonclient", "grpc/")),
     ("labelled records", ("labelling.py",)),
-    ("publish (batching, aiokafka producer, send)", ("publishing.py", "app.py:publish",
+    ("publish (batching, aiokafka producer, send)", ("publishing.py", "partitioning.py", "app.py:publish",
                                                      "aiokafka/producer", "faust/topics.py",
                                                      "aiokafka/record", "aiokafka/codec",
                                                      "faust/transport/producer")),
