@@ -55,12 +55,14 @@ bench-compression: install
 bench-overhead: install
 	$(PY) bench/overhead.py
 
+# The launcher (devstack/) is run as a module from the clone, so stack-down and clean work
+# without reinstalling; `labelstream-stack` is the same command once installed.
 stack-up: install
-	$(VENV)/bin/worker stack up
+	$(PY) -m devstack up
 
 stack-down:
-	$(VENV)/bin/worker stack down
+	$(PY) -m devstack down
 
 clean:
-	-$(VENV)/bin/worker stack down
+	-$(PY) -m devstack down
 	rm -rf .labelstream .pytest_cache .ruff_cache

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import signal
 import time
 import uuid
 from pathlib import Path
@@ -28,6 +27,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 from run import DATA, ROOT, SHARED, start_worker, texts_for
+
+from devstack.worker_process import stop_worker
 
 console = Console(width=max(Console().width, 110))
 MODEL = "review_sentiment"
@@ -116,8 +117,7 @@ async def drain(settings, state: Path, count: int) -> dict:
         elapsed = time.perf_counter() - started
         peak = rss_kib(worker.pid)["VmHWM"]
     finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(timeout=60)
+        stop_worker(worker, timeout=60)
     found = await read_topics(bootstrap, [route["sink"]], expect=count, timeout_s=300)
     ids = {orjson.loads(r.value)["id"] for r in found}
     lost = count - len(ids & {f"{tag}-{i}" for i in range(count)})
@@ -144,9 +144,9 @@ def main(
     messages: Annotated[int, typer.Option(help="Backlog size")] = 100_000,
     out: Annotated[Path, typer.Option(help="JSON results")] = ROOT / "bench" / "backlog.json",
 ) -> None:
+    from devstack.local import LocalStack
     from worker.logging import configure_logging
     from worker.settings import WorkerSettings
-    from worker.stack.local import LocalStack
 
     configure_logging("WARNING")
     state = ROOT / ".labelstream" / "bench-backlog"

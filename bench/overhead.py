@@ -32,7 +32,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -51,6 +50,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from run import ROOT, ensure_models, start_worker, texts_for
+
+from devstack.worker_process import stop_worker
 
 console = Console(width=max(Console().width, 170))
 MODEL = "news_topic"
@@ -189,7 +190,7 @@ async def watch_drain(
         return process, result
     except BaseException:
         if process is not None:
-            stop(process)
+            stop_worker(process)
         raise
     finally:
         await consumer.stop()
@@ -234,16 +235,6 @@ def summarise(
         cpu_us_per_msg={k: 1e6 * (last.cpu[k] - first.cpu[k]) / between for k in last.cpu},
     )
     return result
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 async def outputs_of(bootstrap: str, topics: list[str], expected: set[str]) -> dict:
@@ -342,7 +333,7 @@ async def phase(
     process, floor = await watch_drain(
         bootstrap, [floor_sink], expected, start_floor, service_pids, "floor"
     )
-    stop(process)
+    stop_worker(process)
     floor.update(await outputs_of(bootstrap, [floor_sink], expected))
 
     console.print(f"[cyan]{model}: worker draining …")
@@ -354,7 +345,7 @@ async def phase(
         service_pids,
         "worker",
     )
-    stop(process)
+    stop_worker(process)
     worker.update(await outputs_of(bootstrap, [route["sink"], deadletter], expected))
     worker_us = worker.get("cpu_us_per_msg", {}).get("worker")
     floor_us = floor.get("cpu_us_per_msg", {}).get("floor")
@@ -411,7 +402,7 @@ async def lone_latency(settings, state: Path, model: str, count: int) -> dict:
     finally:
         await producer.stop()
         await consumer.stop()
-        stop(process)
+        stop_worker(process)
     p50, p99 = np.percentile(wall, [50, 99])
     return {
         "model": model,
@@ -451,9 +442,9 @@ def main(
     ] = 40,
     out: Annotated[Path, typer.Option(help="JSON results")] = ROOT / "bench" / "overhead.json",
 ) -> None:
+    from devstack.local import LocalStack
     from worker.logging import configure_logging
     from worker.settings import WorkerSettings
-    from worker.stack.local import LocalStack
 
     began = time.perf_counter()
     configure_logging("WARNING")

@@ -21,9 +21,7 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -163,30 +161,26 @@ async def limit(url: str, model: str, texts: list[str], seconds: float) -> dict:
 
 
 def start_worker(settings, app_id: str, route, state: Path, max_batch: int) -> subprocess.Popen:
-    env = dict(
-        os.environ,
-        KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
-        TRITON_URL=settings.triton_url,
-        APP_ID=app_id,
-        ROUTES=json.dumps([route]),
-        DEADLETTER_TOPIC=f"bench.deadletter.{app_id}",
-        DRIFT_TOPIC=f"bench.drift.{app_id}",
-        STATE_DIR=str(state / app_id),
-        MODEL_REPOSITORY=str(settings.model_repository),
-        MAX_BATCH=str(max_batch),
-        # naive = one message per call, one call at a time, as in Faust's examples
-        BATCHES_IN_FLIGHT="1" if max_batch == 1 else str(settings.batches_in_flight),
-        LOG_FORMAT="json",
-        LOG_LEVEL="WARNING",
+    """A fresh worker on `route` alone, with its own group, topics and state dir; its log is
+    `<state>/<app_id>.log`."""
+    from devstack.worker_process import start_worker as start_process
+    from worker.settings import Route
+
+    bench = settings.model_copy(
+        update={
+            "app_id": app_id,
+            "routes": [Route(**route)],
+            "deadletter_topic": f"bench.deadletter.{app_id}",
+            "drift_topic": f"bench.drift.{app_id}",
+            "state_dir": state / app_id,
+            "max_batch": max_batch,
+            # naive = one message per call, one call at a time, as in Faust's examples
+            "batches_in_flight": 1 if max_batch == 1 else settings.batches_in_flight,
+            "log_format": "json",
+            "log_level": "WARNING",
+        }
     )
-    log = (state / f"{app_id}.log").open("wb")
-    return subprocess.Popen(
-        [sys.executable, "-m", "worker", "run"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    return start_process(bench, state / f"{app_id}.log")
 
 
 async def wait_count(bootstrap: str, topic: str, count: int, timeout_s: float) -> list:
@@ -211,6 +205,7 @@ async def pipeline_run(
     `cpu_pids`, the CPU seconds each process (and its children) used during the drain are
     returned under "cpu_s", the worker's included.
     """
+    from devstack.worker_process import stop_worker
     from worker.client import produce
     from worker.topics import ensure_topics
 
@@ -264,11 +259,7 @@ async def pipeline_run(
             result["profile"] = profiles
         return result
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop_worker(worker)
 
 
 def _start_profiles(
@@ -367,9 +358,9 @@ def main(
         bool, typer.Option(help="py-spy the worker and the model's Triton stub while it drains")
     ] = False,
 ) -> None:
+    from devstack.local import LocalStack
     from worker.logging import configure_logging
     from worker.settings import WorkerSettings
-    from worker.stack.local import LocalStack
 
     configure_logging("WARNING")
     state = ROOT / ".labelstream" / "bench"

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -22,13 +20,14 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from devstack.local import LocalStack
+from devstack.worker_process import start_worker, stop_worker
 from trainer.repository import list_versions
 from trainer.train import train_and_export
 from worker.client import produce, read_topics
 from worker.drift_view import drift_table
 from worker.logging import configure_logging
 from worker.settings import WorkerSettings
-from worker.stack.local import LocalStack
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -90,25 +89,6 @@ def ensure_models(repository: Path) -> None:
             f"[green]{model} v{newest}: held-out accuracy {metrics['accuracy']:.3f}, "
             f"macro-F1 {metrics['macro_f1']:.3f} on {metrics['examples']} texts"
         )
-
-
-def start_worker(settings: WorkerSettings, log_path: Path) -> subprocess.Popen:
-    env = dict(
-        os.environ,
-        KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
-        TRITON_URL=settings.triton_url,
-        STATE_DIR=str(settings.state_dir),
-        MODEL_REPOSITORY=str(settings.model_repository),
-        DRIFT_WINDOW_MESSAGES=str(DEMO_DRIFT_WINDOW),
-        LOG_FORMAT="json",
-    )
-    return subprocess.Popen(
-        [sys.executable, "-m", "worker", "run"],
-        env=env,
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
 
 
 async def traffic(settings: WorkerSettings) -> tuple[list, list, list]:
@@ -177,7 +157,8 @@ def main() -> int:
     try:
         console.print("[cyan]starting Kafka and Triton …")
         asyncio.run(stack.up(load_models=[m for m, _, _ in TASKS.values()]))
-        worker = start_worker(stack.settings, state_dir / "worker.log")
+        demo = stack.settings.model_copy(update={"drift_window_messages": DEMO_DRIFT_WINDOW})
+        worker = start_worker(demo, state_dir / "worker.log")
         started = time.monotonic()
         labelled, dead, drift = asyncio.run(traffic(stack.settings))
         show(labelled, dead, drift)
@@ -187,12 +168,8 @@ def main() -> int:
         )
         return 0 if labelled and dead and drift else 1
     finally:
-        if worker is not None and worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        if worker is not None:
+            stop_worker(worker)
         asyncio.run(stack.down())
         console.print("[cyan]stack stopped")
 

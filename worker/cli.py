@@ -1,4 +1,7 @@
-"""`worker` command line: run the stream processor, manage the local stack, produce and tail."""
+"""`worker` command line: run the stream processor, create topics, produce and tail.
+
+The embedded local stack has its own command line, `labelstream-stack` (`devstack/`).
+"""
 
 from __future__ import annotations
 
@@ -14,10 +17,8 @@ from rich.table import Table
 
 from worker.security import kafka_client_kwargs
 from worker.settings import WorkerSettings, get_settings, run_cli
-from worker.stack.cli import app as stack_app
 
 app = typer.Typer(help="labelstream worker: Kafka -> Triton -> Kafka text classification.")
-app.add_typer(stack_app, name="stack", help="Embedded local Kafka + Triton for demos and tests.")
 drift_app = typer.Typer(help="Drift reports per model and window.")
 app.add_typer(drift_app, name="drift")
 console = Console(stderr=True)

@@ -84,7 +84,8 @@ DEFAULT_ROUTES = [
 
 
 class WorkerSettings(BaseSettings, KafkaSecurity, TritonTLS):
-    """Settings of the worker and of the embedded local stack (`worker stack ...`).
+    """Settings of the worker; the embedded local stack (`devstack/`) reads them too, and its
+    own launcher-only settings from `devstack/settings.py`.
 
     Kafka TLS/SASL and Triton TLS fields come from `worker/security.py` (`KAFKA_SECURITY_*`,
     `KAFKA_SASL_*`, `KAFKA_SSL_*`, `TRITON_SSL`, ...).
@@ -264,22 +265,16 @@ class WorkerSettings(BaseSettings, KafkaSecurity, TritonTLS):
         description="auto = JSON unless stderr is a terminal.",
     )
 
-    # Local stack
+    # Local state (the worker's, and the local stack's in devstack/)
     state_dir: Path = Field(
-        Path(".labelstream"), description="Local stack state: ports, pids, logs, Kafka data."
+        Path(".labelstream"),
+        description="Local state: the worker's Faust table data, and the local stack's ports, "
+        "pids, logs, Kafka data.",
     )
     model_repository: Path = Field(
         Path("triton_models"),
         description="Triton model repository: served by the local stack; the worker reads each "
         "version's reference.json from it for drift.",
-    )
-    kafka_version: str = Field(
-        "4.1.1", description="Apache Kafka version the local stack resolves with mvn."
-    )
-    kafka_heap: str = Field("512m", description="Java heap of the local broker.")
-    kafka_libs_cache: Path = Field(
-        Path.home() / ".cache" / "labelstream" / "kafka",
-        description="Where the broker jars are cached, outside the clone.",
     )
 
     @field_validator("drop_headers")

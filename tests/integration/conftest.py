@@ -7,20 +7,17 @@ Each test gets its own topics and consumer group, so tests never see each other'
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import orjson
 import pytest
 
+from devstack import worker_process
+from devstack.local import LocalStack
 from tests.integration.data import data_file
 from worker.settings import Route, WorkerSettings
-from worker.stack.local import LocalStack
 from worker.topics import ensure_topics
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -87,63 +84,19 @@ def routes_settings(stack: LocalStack, tmp_path: Path) -> WorkerSettings:
     return settings
 
 
-def worker_env(settings: WorkerSettings) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "TRITON_URL": settings.triton_url,
-            "APP_ID": settings.app_id,
-            "ROUTES": "[" + ",".join(r.model_dump_json() for r in settings.routes) + "]",
-            "DEADLETTER_TOPIC": settings.deadletter_topic,
-            "DRIFT_TOPIC": settings.drift_topic,
-            "DRIFT_WINDOW_S": str(settings.drift_window_s),
-            "DRIFT_WINDOW_MESSAGES": str(settings.drift_window_messages),
-            "DRIFT_TICK_S": str(settings.drift_tick_s),
-            "MODEL_REPOSITORY": str(settings.model_repository),
-            "STATE_DIR": str(settings.state_dir),
-            "TOPIC_PARTITIONS": str(settings.topic_partitions),
-            "TRITON_RETRY_MAX_S": str(settings.triton_retry_max_s),
-            "TRITON_TIMEOUT_S": str(settings.triton_timeout_s),
-            "KAFKA_SESSION_TIMEOUT_S": str(settings.kafka_session_timeout_s),
-            "BATCHES_IN_FLIGHT": str(settings.batches_in_flight),
-            "LOG_FORMAT": "json",
-            "MAX_TEXT_CHARS": str(settings.max_text_chars),
-            "DROP_HEADERS": orjson.dumps(settings.drop_headers).decode(),
-            "PRODUCER_MAX_REQUEST_BYTES": str(settings.producer_max_request_bytes),
-            "INJECT_FAILURE_TEXT": settings.inject_failure_text,
-        }
-    )
-    return env
-
-
 @pytest.fixture
 def start_worker(tmp_path: Path) -> Iterator[Callable[[WorkerSettings], subprocess.Popen]]:
     """Start `worker run` as a real process; every one started is stopped by pid afterwards."""
     processes: list[subprocess.Popen] = []
 
     def start(settings: WorkerSettings) -> subprocess.Popen:
-        log = open(tmp_path / f"worker-{len(processes)}.log", "wb")  # noqa: SIM115 - closed with the process
-        process = subprocess.Popen(
-            [sys.executable, "-m", "worker", "run"],
-            cwd=tmp_path,
-            env=worker_env(settings),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        processes.append(process)
-        return process
+        log = tmp_path / f"worker-{len(processes)}.log"
+        processes.append(worker_process.start_worker(settings, log, cwd=tmp_path))
+        return processes[-1]
 
     yield start
     for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        worker_process.stop_worker(process)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

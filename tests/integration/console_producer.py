@@ -8,15 +8,16 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-from worker.settings import WorkerSettings
-from worker.stack.kafka import resolve_jars
+from devstack.kafka import resolve_jars
+from devstack.settings import StackSettings
 
 POM = Path(__file__).with_name("kafka-tools-pom.xml")
 
 
-def ensure_tools(settings: WorkerSettings) -> Path:
+def ensure_tools(settings: StackSettings | None = None) -> Path:
     """The kafka-tools jars of the broker's version, resolved once with mvn (as the broker's
-    are, `worker/stack/kafka.py`) into the same cache: KAFKA_LIBS_CACHE/<version>/tools."""
+    are, `devstack/kafka.py`) into the same cache: KAFKA_LIBS_CACHE/<version>/tools."""
+    settings = settings or StackSettings()
     version = settings.kafka_version
     libs = Path(settings.kafka_libs_cache).expanduser() / version / "tools"
     if any(libs.glob("kafka-tools-*.jar")):

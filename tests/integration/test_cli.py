@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.integration.conftest import worker_env
+from devstack.worker_process import worker_env
 from tests.integration.data import SAMPLE_FILES
 from worker.client import read_topics
 

@@ -24,7 +24,7 @@ def test_console_producer_codecs_and_a_zstd_topic_are_all_labelled(routes_settin
     settings = routes_settings
     route = settings.routes[0]
     zstd_topic = f"{route.source}.zstd"
-    libs = ensure_tools(settings)
+    libs = ensure_tools()
     bootstrap = settings.kafka_bootstrap_servers
 
     async def zstd_source():

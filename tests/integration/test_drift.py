@@ -15,11 +15,11 @@ from datetime import datetime
 import orjson
 import pytest
 
+from devstack.local import LocalStack
 from tests.integration.data import data_file
 from tests.integration.faults import Outcome
 from worker.client import produce, read_topics
 from worker.settings import Route, WorkerSettings
-from worker.stack.local import LocalStack
 from worker.topics import ensure_topics
 
 pytestmark = pytest.mark.integration

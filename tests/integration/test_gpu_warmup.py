@@ -20,9 +20,9 @@ import tritonclient.grpc as grpcclient
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
+from devstack.local import LocalStack
 from trainer.publish import PublishError, config_override, publish
 from trainer.repository import gpu_render_options, render_config, write_warmup_text
-from worker.stack.local import LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from devstack.local import LocalStack
 from tests.integration.data import data_file, texts
 from trainer.publish import PublishError
 from trainer.repository import ensure_config, write_version
@@ -26,7 +27,6 @@ from trainer.rollout import Rollout
 from worker.client import produce, read_topics
 from worker.registry import read_registry
 from worker.settings import Route, WorkerSettings
-from worker.stack.local import LocalStack
 from worker.topics import ensure_topics
 
 pytestmark = pytest.mark.integration

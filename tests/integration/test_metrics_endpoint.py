@@ -43,11 +43,11 @@ def total(samples: dict, name: str, **labels: str) -> float:
     return sum(v for (n, ls), v in samples.items() if n == name and wanted <= ls)
 
 
-def test_metrics_endpoint_counts_real_traffic(routes_settings, start_worker, monkeypatch):
+def test_metrics_endpoint_counts_real_traffic(routes_settings, start_worker):
     port = free_port()
-    monkeypatch.setenv("METRICS_PORT", str(port))
-    monkeypatch.setenv("METRICS_LAG_INTERVAL_S", "1")
-    settings = routes_settings.model_copy(update={"drift_window_messages": 10})
+    settings = routes_settings.model_copy(
+        update={"drift_window_messages": 10, "metrics_port": port, "metrics_lag_interval_s": 1.0}
+    )
     news_route, reviews_route = settings.routes
     news = [
         (f"n-{i}".encode(), orjson.dumps({"id": f"n-{i}", "text": t}))

@@ -1,7 +1,7 @@
 """A freshly trained tiny classifier served by the real tritonserver through model.py.
 
 Trains a few steps on real data, exports it, starts Triton (the binary from the PyTriton wheel,
-via worker.stack's LocalTriton) on a tmp repository, and checks the served contract: PROBS,
+via devstack's LocalTriton) on a tmp repository, and checks the served contract: PROBS,
 LABELS, EMBEDDING on demand, bad UTF-8 tolerated, hot swap, pinning and refused versions.
 """
 
@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
+from devstack.state import StateFile, pid_alive
+from devstack.triton import LocalTriton
 from tests.integration.data import data_file
 from trainer.publish import PublishError, publish
 from trainer.repository import write_version
@@ -26,8 +28,6 @@ from trainer.settings import available_cores
 from trainer.tasks import get_task
 from trainer.train import train_and_export
 from worker.settings import WorkerSettings
-from worker.stack.state import StateFile, pid_alive
-from worker.stack.triton import LocalTriton
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from tests.integration.conftest import worker_env
+from devstack.worker_process import worker_env
 from tests.integration.data import texts
 from tests.integration.faults import collect, outcome
 from worker.client import Record, produce, read_topics

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,15 +20,15 @@ import orjson
 import pytest
 from aiokafka.errors import KafkaError
 
-from tests.integration.conftest import worker_env
+from devstack.kafka import LocalKafka
+from devstack.local import LocalStack
+from devstack.state import StateFile
+from devstack.worker_process import start_worker, stop_worker
 from tests.integration.data import texts
 from tests.integration.malformed import MALFORMED
 from worker.client import produce, read_topics
 from worker.security import kafka_client_kwargs
 from worker.settings import Route, WorkerSettings
-from worker.stack.kafka import LocalKafka
-from worker.stack.local import LocalStack
-from worker.stack.state import StateFile
 from worker.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
@@ -38,15 +37,9 @@ USER = "labelstream-worker"
 PASSWORD = "s3cret-" + uuid.uuid4().hex
 
 
-def sasl_env(settings: WorkerSettings, password: str = PASSWORD) -> dict[str, str]:
-    env = worker_env(settings)
-    env.update(
-        KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT",
-        KAFKA_SASL_MECHANISM=settings.kafka_sasl_mechanism,
-        KAFKA_SASL_USERNAME=USER,
-        KAFKA_SASL_PASSWORD=password,
-    )
-    return env
+def with_password(settings: WorkerSettings, password: str) -> WorkerSettings:
+    """`settings` with another SASL password (validated, so it is a SecretStr again)."""
+    return WorkerSettings.model_validate({**settings.model_dump(), "kafka_sasl_password": password})
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +56,7 @@ def sasl_settings(
             "kafka_sasl_username": USER,
         }
     )
-    settings = WorkerSettings.model_validate(
-        {**settings.model_dump(), "kafka_sasl_password": PASSWORD}
-    )
+    settings = with_password(settings, PASSWORD)
     kafka = LocalKafka(settings, StateFile(state_dir / "stack.json"))
     try:
         bootstrap = asyncio.run(kafka.start())
@@ -87,31 +78,8 @@ def sasl_settings(
         asyncio.run(kafka.stop())
 
 
-def start(settings: WorkerSettings, env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "worker", "run"],
-        cwd=log.parent,
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def label_through(
-    settings: WorkerSettings, env: dict[str, str], client: WorkerSettings, log: Path
-) -> str:
-    """Run a worker with `env`, send 40 valid and 5 malformed messages as `client`, check that
+def label_through(settings: WorkerSettings, client: WorkerSettings, log: Path) -> str:
+    """Run a worker with `settings`, send 40 valid and 5 malformed messages as `client`, check that
     all 40 are labelled once and the 5 dead-lettered; return the worker's log."""
     news, reviews = settings.routes
     security = kafka_client_kwargs(client)
@@ -144,12 +112,12 @@ def label_through(
         )
         return labelled, dead
 
-    worker = start(settings, env, log)
+    worker = start_worker(settings, log, cwd=log.parent)
     try:
         labelled, dead = asyncio.run(scenario())
         assert worker.poll() is None, log.read_text()[-3000:]
     finally:
-        stop(worker)
+        stop_worker(worker)
     ids = sorted(orjson.loads(r.value)["id"] for r in labelled)
     assert ids == sorted(k.decode() for items in valid.values() for k, _ in items)
     reasons = sorted(orjson.loads(r.value)["error"]["type"] for r in dead)
@@ -163,14 +131,12 @@ def test_worker_labels_through_sasl_and_never_logs_the_password(sasl_settings, t
     settings = sasl_settings.model_copy(update={"state_dir": tmp_path / "worker"})
     # The client side logs in with PLAIN; the worker (Faust, registry, admin) with SCRAM.
     client = settings.model_copy(update={"kafka_sasl_mechanism": "PLAIN"})
-    output = label_through(settings, sasl_env(settings), client, tmp_path / "worker.log")
+    output = label_through(settings, client, tmp_path / "worker.log")
     assert PASSWORD not in output
 
 
 def test_wrong_password_is_a_clear_error_not_a_hang(sasl_settings, caplog):
-    wrong = WorkerSettings.model_validate(
-        {**sasl_settings.model_dump(), "kafka_sasl_password": "not-the-password"}
-    )
+    wrong = with_password(sasl_settings, "not-the-password")
     began = time.monotonic()
     with pytest.raises(KafkaError) as error:
         asyncio.run(
@@ -193,13 +159,13 @@ def test_wrong_password_is_a_clear_error_not_a_hang(sasl_settings, caplog):
 def test_worker_with_wrong_password_exits_with_the_reason(sasl_settings, tmp_path):
     settings = sasl_settings.model_copy(update={"state_dir": tmp_path / "worker"})
     log = tmp_path / "worker.log"
-    worker = start(settings, sasl_env(settings, password="not-the-password"), log)
+    worker = start_worker(with_password(settings, "not-the-password"), log, cwd=log.parent)
     try:
         code = worker.wait(timeout=90)
     except subprocess.TimeoutExpired:
         pytest.fail("worker hung on wrong credentials:\n" + log.read_text()[-3000:])
     finally:
-        stop(worker)
+        stop_worker(worker)
     output = log.read_text()
     assert code != 0
     assert "uthentication" in output, output[-3000:]
@@ -319,9 +285,7 @@ def tls_settings(
 @pytest.mark.chaos
 def test_worker_labels_over_tls(tls_settings, tmp_path):
     settings = tls_settings.model_copy(update={"state_dir": tmp_path / "worker"})
-    env = worker_env(settings)
-    env.update(KAFKA_SECURITY_PROTOCOL="SSL", KAFKA_SSL_CAFILE=str(settings.kafka_ssl_cafile))
-    label_through(settings, env, settings, tmp_path / "worker.log")
+    label_through(settings, settings, tmp_path / "worker.log")
 
 
 @pytest.mark.chaos

@@ -19,11 +19,11 @@ import pytest_asyncio
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from devstack import LocalStack, StackError
+from devstack.state import pid_alive, port_open
 from worker.client import produce as produce_messages
 from worker.client import read_topics
 from worker.settings import WorkerSettings
-from worker.stack import LocalStack, StackError
-from worker.stack.state import pid_alive, port_open
 from worker.topics import topic_names
 
 pytestmark = [
@@ -106,7 +106,8 @@ def model_ready(base_url: str, model: str) -> bool:
 
 
 def stack_cli(settings: WorkerSettings, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run `worker stack ...` in a fresh interpreter, as a user would."""
+    """Run the launcher's command line (`labelstream-stack ...`) in a fresh interpreter, as a
+    user would."""
     env = {
         **os.environ,
         "STATE_DIR": str(settings.state_dir),
@@ -114,7 +115,7 @@ def stack_cli(settings: WorkerSettings, *args: str) -> subprocess.CompletedProce
         "LOG_FORMAT": "json",
     }
     return subprocess.run(
-        [sys.executable, "-c", "from worker.cli import app; app()", "stack", *args],
+        [sys.executable, "-m", "devstack", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -10,11 +10,13 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
 from prometheus_client import REGISTRY
+from setuptools import find_packages
 
 import worker.metrics  # noqa: F401 - registers the worker's metrics
 from trainer.repository import GPU_CONFIG_NAME
@@ -145,6 +147,27 @@ def test_worker_image_is_multi_stage_and_non_root() -> None:
     assert "COPY --from=build" in text
     user = re.findall(r"^USER (\S+)", text, re.M)[-1]
     assert user.split(":")[0] not in ("0", "root")
+
+
+def test_worker_image_installs_no_dev_launcher() -> None:
+    """The image's wheel is built from the folders its build stage copies, with pyproject's
+    package list: none of its packages may be the embedded Kafka + Triton launcher."""
+    text = (ROOT / "docker" / "worker.Dockerfile").read_text()
+    copied = {
+        source.rstrip("/")
+        for line in re.findall(r"^COPY (?!--)(.+)$", text, re.M)
+        for source in line.split()[:-1]
+    }
+    assert "." not in copied and "devstack" not in copied
+    found = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packages = [
+        name
+        for name in find_packages(where=str(ROOT), include=found["packages"]["find"]["include"])
+        if name.split(".")[0] in copied
+    ]
+    assert "worker" in packages
+    launcher = [name for name in packages if {"devstack", "stack"} & set(name.split("."))]
+    assert launcher == []
 
 
 def test_prometheus_scrapes_every_worker_replica_and_triton(compose: dict) -> None:

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+from devstack.settings import StackSettings
 from trainer.settings import TrainerSettings
 from worker.schemas import json_schemas
 from worker.settings import WorkerSettings
@@ -13,6 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_every_setting_is_documented():
     readme = (ROOT / "README.md").read_text()
     for name in WorkerSettings.model_fields:
+        assert f"`{name.upper()}`" in readme, name
+    for name in StackSettings.model_fields:
         assert f"`{name.upper()}`" in readme, name
     for name in TrainerSettings.model_fields:
         assert f"`TRAINER_{name.upper()}`" in readme, name

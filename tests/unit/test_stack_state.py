@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from worker.stack.state import (
+from devstack.state import (
     StackError,
     StateFile,
     free_port,

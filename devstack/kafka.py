@@ -26,9 +26,11 @@ from typing import Any
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient
 
+from devstack.process import Command, ManagedProcess
+from devstack.settings import StackSettings
+from devstack.state import HOST, StackError, StateFile, free_ports, port_free, port_open
 from worker.security import kafka_client_kwargs
-from worker.stack.process import Command, ManagedProcess
-from worker.stack.state import HOST, StackError, free_ports, port_free, port_open
+from worker.settings import WorkerSettings
 
 log = structlog.get_logger(__name__)
 
@@ -71,6 +73,12 @@ class LocalKafka(ManagedProcess):
     stop_timeout = 60.0
     poll_interval = 0.2
 
+    def __init__(
+        self, settings: WorkerSettings, state: StateFile, stack: StackSettings | None = None
+    ) -> None:
+        self.stack_settings = stack or StackSettings()
+        super().__init__(settings, state)
+
     def _restore(self, saved: Mapping[str, Any]) -> None:
         self.data_dir = self.dir / "data"
         self.port: int | None = saved.get("port")
@@ -84,8 +92,8 @@ class LocalKafka(ManagedProcess):
 
     @property
     def libs_dir(self) -> Path:
-        cache = Path(self.settings.kafka_libs_cache).expanduser()
-        return cache / self.settings.kafka_version / "libs"
+        cache = Path(self.stack_settings.kafka_libs_cache).expanduser()
+        return cache / self.stack_settings.kafka_version / "libs"
 
     async def start(self, timeout: float = start_timeout) -> str:
         """Start the broker (no-op if ours already runs) and wait until clients can use it."""
@@ -101,7 +109,7 @@ class LocalKafka(ManagedProcess):
             await asyncio.to_thread(self._format, java, libs)
         cmd: list[str | os.PathLike[str]] = [
             java,
-            f"-Xmx{self.settings.kafka_heap}",
+            f"-Xmx{self.stack_settings.kafka_heap}",
             "-XX:+UseG1GC",
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.dir / 'log4j2.yaml'}",
@@ -141,9 +149,11 @@ class LocalKafka(ManagedProcess):
         if libs.is_dir() and any(libs.glob("kafka_2.13-*.jar")):
             return libs
         log.info(
-            "resolving kafka jars with mvn", version=self.settings.kafka_version, into=str(libs)
+            "resolving kafka jars with mvn",
+            version=self.stack_settings.kafka_version,
+            into=str(libs),
         )
-        return resolve_jars(POM, self.settings.kafka_version, libs, "kafka_2.13-*.jar")
+        return resolve_jars(POM, self.stack_settings.kafka_version, libs, "kafka_2.13-*.jar")
 
     def _choose_ports(self) -> None:
         """Keep the recorded ports (the formatted controller quorum remembers its endpoint)."""

@@ -1,6 +1,6 @@
 """Process and state-file primitives shared by the local Kafka and Triton services.
 
-The state file lets `worker stack down` (another process) find and stop what `up` started.
+The state file lets `labelstream-stack down` (another process) find and stop what `up` started.
 A pid is stored with the process start time, so a recycled pid is never signalled.
 """
 

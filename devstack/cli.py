@@ -1,6 +1,6 @@
-"""`worker stack up|down|status`.
+"""`labelstream-stack up|down|status` (also `python -m devstack ...`).
 
-`up` prints only `KEY=VALUE` lines on stdout, so `eval "$(worker stack up)"` exports the
+`up` prints only `KEY=VALUE` lines on stdout, so `eval "$(labelstream-stack up)"` exports the
 addresses; progress and logs go to stderr.
 """
 
@@ -14,14 +14,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from worker.settings import get_settings
-from worker.stack.local import LocalStack
-from worker.stack.state import StackError
+from devstack.local import LocalStack
+from devstack.settings import StackSettings
+from devstack.state import StackError
+from worker.settings import WorkerSettings, get_settings, run_cli
 
 app = typer.Typer(
     help="Embedded local Kafka + Triton (child processes, no Docker).", no_args_is_help=True
 )
-stack_app = app
 err = Console(stderr=True)
 
 
@@ -43,7 +43,7 @@ def up(
     ] = None,
 ) -> None:
     """Start Kafka and Triton (same ports as last time), create topics, load models."""
-    stack = LocalStack(get_settings())
+    stack = _stack()
     try:
         with err.status("starting Kafka and Triton..."):
             addresses = asyncio.run(stack.up(load or []))
@@ -54,14 +54,14 @@ def up(
     for key, value in addresses.env().items():
         print(f"{key}={value}")
     err.print(
-        f"[green]stack up[/green]; state in {stack.state.path}; stop with `worker stack down`"
+        f"[green]stack up[/green]; state in {stack.state.path}; stop with `labelstream-stack down`"
     )
 
 
 @app.command()
 def down() -> None:
     """Stop Kafka and Triton by the pids in the state file; data and ports are kept."""
-    stack = LocalStack(get_settings())
+    stack = _stack()
     with err.status("stopping Triton and Kafka..."):
         asyncio.run(stack.down())
     err.print("[green]stack down[/green]")
@@ -70,7 +70,7 @@ def down() -> None:
 @app.command()
 def status() -> None:
     """Show each service; exit code 1 unless both are healthy."""
-    stack = LocalStack(get_settings())
+    stack = _stack()
     services = asyncio.run(stack.status())
     table = Table(title=f"local stack ({stack.state.path})")
     for column in ("service", "pid", "alive", "healthy", "address", "log"):
@@ -86,3 +86,14 @@ def status() -> None:
 
 def _mark(ok: bool) -> str:
     return "[green]yes[/green]" if ok else "[red]no[/red]"
+
+
+def _stack() -> LocalStack:
+    """The stack a worker with the environment's settings expects."""
+    return LocalStack(get_settings(), StackSettings())
+
+
+def main() -> None:
+    """Entry point: a bad setting (the worker's or the launcher's) is one line per variable and
+    exit code 2, not a traceback."""
+    run_cli(lambda: run_cli(app, StackSettings, err), WorkerSettings, err)

@@ -25,8 +25,8 @@ from typing import Any
 
 import structlog
 
-from worker.stack.process import Command, ManagedProcess
-from worker.stack.state import HOST, StackError, free_ports, port_free, tail
+from devstack.process import Command, ManagedProcess
+from devstack.state import HOST, StackError, free_ports, port_free, tail
 
 log = structlog.get_logger(__name__)
 

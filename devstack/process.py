@@ -2,7 +2,7 @@
 
 A subclass says what differs (name, stop signal, timeouts, how to build the command, what
 "healthy" means, which extra fields it keeps in the state file); pid and start time are
-recorded here so another process (`worker stack down`) can stop what this one started.
+recorded here so another process (`labelstream-stack down`) can stop what this one started.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from typing import Any, ClassVar
 
 import structlog
 
-from worker.settings import WorkerSettings
-from worker.stack.state import (
+from devstack.state import (
     StackError,
     StateFile,
     astop_pid,
@@ -28,6 +27,7 @@ from worker.stack.state import (
     spawn,
     tail,
 )
+from worker.settings import WorkerSettings
 
 Command = Sequence[str | os.PathLike[str]]
 

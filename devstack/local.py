@@ -13,10 +13,11 @@ from typing import Any
 
 import structlog
 
+from devstack.kafka import LocalKafka
+from devstack.settings import StackSettings
+from devstack.state import StateFile
+from devstack.triton import LocalTriton
 from worker.settings import WorkerSettings, get_settings
-from worker.stack.kafka import LocalKafka
-from worker.stack.state import StateFile
-from worker.stack.triton import LocalTriton
 from worker.topics import ensure_topics
 
 log = structlog.get_logger(__name__)
@@ -45,12 +46,18 @@ class ServiceStatus:
 
 
 class LocalStack:
-    """Start/stop both services; usable as `async with LocalStack(settings) as stack:`."""
+    """Start/stop both services; usable as `async with LocalStack(settings) as stack:`.
 
-    def __init__(self, settings: WorkerSettings | None = None) -> None:
+    `settings` are the worker's (state dir, model repository, topics, Kafka security): the
+    stack serves what a worker with them expects. `stack_settings` say how to run the broker.
+    """
+
+    def __init__(
+        self, settings: WorkerSettings | None = None, stack_settings: StackSettings | None = None
+    ) -> None:
         self.base_settings = settings or get_settings()
         self.state = StateFile(Path(self.base_settings.state_dir).resolve() / "stack.json")
-        self.kafka = LocalKafka(self.base_settings, self.state)
+        self.kafka = LocalKafka(self.base_settings, self.state, stack_settings)
         self.triton = LocalTriton(self.base_settings, self.state)
 
     @property
