@@ -45,20 +45,27 @@ def rss_kib(pid: int) -> dict[str, int]:
 
 
 def train_short_model(repository: Path) -> None:
+    from trainer.options import TrainOptions
+    from trainer.settings import TrainerSettings
     from trainer.train import train_and_export
 
     shared, sample, task = DATA[MODEL]
     data = SHARED / "sst2" / "train.tsv"
-    train_and_export(
-        task=task,
-        data=data if data.exists() else sample,
-        repository=repository,
-        model_name=MODEL,
+    options = TrainOptions.for_task(
+        task,
         max_steps=6,
         max_length=32,
         batch_size=16,
         max_train_samples=400,
         max_eval_samples=200,
+    )
+    train_and_export(
+        task,
+        data if data.exists() else sample,
+        settings=TrainerSettings(),
+        options=options,
+        repository=repository,
+        model_name=MODEL,
     )
 
 

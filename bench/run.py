@@ -53,24 +53,31 @@ def texts_for(model: str, count: int) -> list[str]:
 
 
 def ensure_models(repository: Path) -> None:
+    from trainer.options import TrainOptions
     from trainer.repository import list_versions
+    from trainer.settings import TrainerSettings
     from trainer.train import train_and_export
 
     for model, (shared, sample, task) in DATA.items():
         if not list_versions(repository / model):
             data = shared if task == "news" else SHARED / "sst2" / "train.tsv"
-            train_and_export(
-                task=task,
-                data=data if data.exists() else sample,
-                repository=repository,
-                model_name=model,
-                # Throughput does not depend on accuracy: a short run (about a minute on two
-                # cores) gives a model of the served size and sequence length (64 tokens).
+            # Throughput does not depend on accuracy: a short run (about a minute on two
+            # cores) gives a model of the served size and sequence length (64 tokens).
+            options = TrainOptions.for_task(
+                task,
                 max_steps=30,
                 max_length=64,
                 batch_size=32,
                 max_train_samples=1000,
                 max_eval_samples=200,
+            )
+            train_and_export(
+                task,
+                data if data.exists() else sample,
+                settings=TrainerSettings(),
+                options=options,
+                repository=repository,
+                model_name=model,
             )
 
 

@@ -22,7 +22,9 @@ from rich.table import Table
 
 from devstack.local import LocalStack
 from devstack.worker_process import start_worker, stop_worker
+from trainer.options import TrainOptions
 from trainer.repository import list_versions
+from trainer.settings import TrainerSettings
 from trainer.train import train_and_export
 from worker.client import produce, read_topics
 from worker.drift_view import drift_table
@@ -77,11 +79,12 @@ def ensure_models(repository: Path) -> None:
         if not list_versions(repository / model):
             console.print(f"[yellow]{model}: no version yet, training one on {data_for(task)}")
             train_and_export(
-                task=task,
-                data=data_for(task),
+                task,
+                data_for(task),
+                settings=TrainerSettings(),
+                options=TrainOptions.for_task(task, **DEMO_TRAINING),
                 repository=repository,
                 model_name=model,
-                **DEMO_TRAINING,
             )
         newest = max(list_versions(repository / model))
         metrics = orjson.loads((repository / model / str(newest) / "metrics.json").read_bytes())

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from trainer.options import TrainOptions, train_option_flags
 from trainer.settings import TrainerSettings
 from trainer.tasks import TASKS
 from worker.settings import run_cli
@@ -27,54 +31,71 @@ console = Console()
 
 TaskName = StrEnum("TaskName", {name: name for name in TASKS})
 
+RepositoryOption = Annotated[
+    Path | None, typer.Option(help="Triton model repository (env TRAINER_REPOSITORY).")
+]
+TritonOption = Annotated[
+    str | None, typer.Option(help="Triton gRPC address (env TRAINER_TRITON_URL).")
+]
 
-def _model_dir(repository: Path | None, name: str) -> Path:
+
+@app.callback()
+def configure(ctx: typer.Context) -> None:
+    """Read the settings once and configure logging, whichever command runs."""
+    from worker.logging import configure_logging
+
+    settings = TrainerSettings()
+    configure_logging(settings.log_level, settings.log_format)
+    ctx.obj = settings
+
+
+def _model_dir(settings: TrainerSettings, repository: Path | None, name: str) -> Path:
     """The model's directory, or exit 2 with the reason when the name escapes the repository."""
     from trainer.repository import UnsafeModelName, model_path
 
     try:
-        return model_path(Path(repository or TrainerSettings().repository), name)
+        return model_path(Path(repository or settings.repository), name)
     except UnsafeModelName as exc:
         console.print(f"[red]refused:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from exc
 
 
+@contextmanager
+def _refusals(*refused: type[Exception], code: int, prefix: str) -> Iterator[None]:
+    """Turn the expected errors of a command into one red line and an exit code."""
+    try:
+        yield
+    except refused as exc:
+        console.print(f"[red]{prefix}[/red]{escape(str(exc))}")
+        raise typer.Exit(code) from exc
+
+
+def _served_precision(quantize: str | None, precision: str | None) -> str:
+    """The variant to serve, or exit 2 when the two flags ask for something impossible."""
+    if quantize not in (None, "int8") or precision not in (None, "fp32", "fp16"):
+        console.print('[red]--quantize takes "int8"; --precision takes "fp16" or "fp32"[/red]')
+        raise typer.Exit(2)
+    if quantize and precision == "fp16":
+        console.print("[red]choose one of --quantize int8 and --precision fp16[/red]")
+        raise typer.Exit(2)
+    return quantize or precision or "fp32"
+
+
 @app.command()
+@train_option_flags
 def train(
+    ctx: typer.Context,
     task: Annotated[TaskName, typer.Option(help="Task preset (labels and model name).")],
     data: Annotated[Path, typer.Option(help="TSV/CSV/JSONL file with a text and a label column.")],
-    repository: Annotated[
-        Path | None, typer.Option(help="Triton model repository (env TRAINER_REPOSITORY).")
-    ] = None,
+    options: dict[str, Any],
+    repository: RepositoryOption = None,
     model: Annotated[
         str | None, typer.Option("--model", help="Model name (default: the task's).")
-    ] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
-    max_length: Annotated[int | None, typer.Option(help="Tokens per text (default 64).")] = None,
-    batch_size: Annotated[
-        int | None, typer.Option(help="Training batch size (default 32).")
-    ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs when --max-steps is unset.")] = None,
-    max_train_samples: Annotated[int | None, typer.Option(help="Cap the training set.")] = None,
-    max_eval_samples: Annotated[int | None, typer.Option(help="Cap the validation set.")] = None,
-    learning_rate: Annotated[float | None, typer.Option(help="Peak AdamW LR (5e-5).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed (env TRAINER_SEED).")] = None,
-    torch_threads: Annotated[
-        int | None, typer.Option(help="torch threads (env TRAINER_TORCH_THREADS).")
     ] = None,
     text_col: Annotated[str, typer.Option(help="Column (or JSON key) with the text.")] = "text",
     label_col: Annotated[str, typer.Option(help="Column with the label.")] = "label",
     title_col: Annotated[
         str | None, typer.Option(help="Optional title column, joined to the text.")
-    ] = None,
-    head: Annotated[
-        str | None, typer.Option(help='Classifier head: "mean" (default) or "cls".')
-    ] = None,
-    eval_every: Annotated[
-        int | None, typer.Option(help="Validate every N steps (default: once per epoch).")
-    ] = None,
-    patience: Annotated[
-        int | None, typer.Option(help="Stop after N validations without macro-F1 gain.")
     ] = None,
     quantize: Annotated[
         str | None, typer.Option(help='"int8": serve a dynamically quantized model (CPU).')
@@ -92,9 +113,6 @@ def train(
     validation_data: Annotated[
         Path | None, typer.Option(help="Validate on this file instead of a held-out split.")
     ] = None,
-    max_minutes: Annotated[
-        float | None, typer.Option(help="Time budget of the training loop.")
-    ] = None,
     base_model: Annotated[
         Path | None,
         typer.Option(help="Local Hugging Face model directory (env TRAINER_BASE_MODEL)."),
@@ -105,63 +123,53 @@ def train(
     from trainer.repository import RepositoryError
     from trainer.train import train_and_export
 
+    settings: TrainerSettings = ctx.obj
+    if base_model:
+        settings = settings.model_copy(update={"base_model": base_model})
     if model is not None:
-        _model_dir(repository, model)
-    if quantize not in (None, "int8") or precision not in (None, "fp32", "fp16"):
-        console.print('[red]--quantize takes "int8"; --precision takes "fp16" or "fp32"[/red]')
-        raise typer.Exit(2)
-    if quantize and precision == "fp16":
-        console.print("[red]choose one of --quantize int8 and --precision fp16[/red]")
-        raise typer.Exit(2)
-
-    try:
+        _model_dir(settings, repository, model)
+    served = _served_precision(quantize, precision)
+    with (
+        _refusals(DataError, code=2, prefix="bad data: "),
+        _refusals(RepositoryError, code=2, prefix="refused: "),
+    ):
         version_dir = train_and_export(
             task.value,
             data,
-            repository,
-            model,
-            settings=TrainerSettings(**({"base_model": base_model} if base_model else {})),
-            max_steps=max_steps,
-            max_length=max_length,
-            batch_size=batch_size,
-            epochs=epochs,
-            max_train_samples=max_train_samples,
-            max_eval_samples=max_eval_samples,
-            learning_rate=learning_rate,
-            seed=seed,
-            torch_threads=torch_threads,
-            head=head,
-            eval_every=eval_every,
-            patience=patience,
+            settings=settings,
+            options=TrainOptions.for_task(task.value, **options),
+            repository=repository,
+            model_name=model,
             columns=Columns(text=text_col, label=label_col, title=title_col),
-            new_model=new_model,
             validation_data=validation_data,
-            max_minutes=max_minutes,
-            precision=quantize or precision or "fp32",
+            new_model=new_model,
+            precision=served,
             device=device,
             keep=keep,
         )
-    except DataError as exc:
-        console.print(f"[red]bad data:[/red] {exc}")
-        raise typer.Exit(2) from exc
-    except RepositoryError as exc:
-        console.print(f"[red]refused:[/red] {exc}")
-        raise typer.Exit(2) from exc
+    _print_version(version_dir)
+
+
+VERSION_ROWS = (
+    "accuracy",
+    "macro_f1",
+    "ece",
+    "margin_over_baseline_points",
+    "examples",
+    "train_examples",
+    "steps",
+    "best_step",
+    "train_seconds",
+)
+
+
+def _print_version(version_dir: Path) -> None:
+    """The new version's headline scores and where it was written."""
     metrics = json.loads((version_dir / "metrics.json").read_text(encoding="utf-8"))
     table = Table(title=f"{version_dir.parent.name} version {version_dir.name}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in (
-        "accuracy",
-        "macro_f1",
-        "ece",
-        "margin_over_baseline_points",
-        "examples",
-        "train_examples",
-        "steps",
-        "best_step",
-        "train_seconds",
-    ):
+    for key in VERSION_ROWS:
         value = metrics.get(key)
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)
@@ -176,12 +184,13 @@ def parse_share(text: str) -> float:
     return value
 
 
-def _rollout(model: str, repository: Path | None, triton_url: str | None):
+def _rollout(
+    settings: TrainerSettings, model: str, repository: Path | None, triton_url: str | None
+):
     from trainer.rollout import Rollout
     from worker.security import kafka_client_kwargs, triton_client_kwargs
 
-    settings = TrainerSettings()
-    _model_dir(repository, model)
+    _model_dir(settings, repository, model)
     return Rollout(
         model=model,
         repository=Path(repository or settings.repository),
@@ -191,6 +200,7 @@ def _rollout(model: str, repository: Path | None, triton_url: str | None):
         grace_s=settings.rollout_grace_s,
         kafka_security=kafka_client_kwargs(settings),
         triton_tls=triton_client_kwargs(settings),
+        config_name=settings.model_config_name,
     )
 
 
@@ -214,13 +224,9 @@ def _run_step(step) -> None:
     )
 
 
-TritonOption = Annotated[
-    str | None, typer.Option(help="Triton gRPC address (env TRAINER_TRITON_URL).")
-]
-
-
 @app.command()
 def publish(
+    ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="Model name in the repository.")],
     version: Annotated[
         int | None, typer.Option(help="Version to serve (default: newest on disk).")
@@ -231,45 +237,40 @@ def publish(
     shadow: Annotated[
         bool, typer.Option(help="Send every message to it too; publish only the active labels.")
     ] = False,
-    repository: Annotated[
-        Path | None, typer.Option(help="Triton model repository (env TRAINER_REPOSITORY).")
-    ] = None,
+    repository: RepositoryOption = None,
     triton_url: TritonOption = None,
 ) -> None:
     """Load a version into Triton, warm it up and record it in the registry topic."""
     if canary is not None and shadow:
         raise typer.BadParameter("--canary and --shadow exclude each other")
     share = parse_share(canary) if canary is not None else None
-    rollout = _rollout(model, repository, triton_url)
+    rollout = _rollout(ctx.obj, model, repository, triton_url)
     _run_step(lambda: rollout.publish(version, canary=share, shadow=shadow))
 
 
 @app.command()
 def promote(
+    ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="Model name.")],
     version: Annotated[int, typer.Argument(help="Version to make active.")],
     repository: Annotated[Path | None, typer.Option(help="Triton model repository.")] = None,
     triton_url: TritonOption = None,
 ) -> None:
     """Make VERSION the active version; the old one is unloaded once no traffic goes to it."""
-    rollout = _rollout(model, repository, triton_url)
+    rollout = _rollout(ctx.obj, model, repository, triton_url)
     _run_step(lambda: rollout.promote(version))
 
 
 @app.command()
 def rollback(
+    ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="Model name.")],
     repository: Annotated[Path | None, typer.Option(help="Triton model repository.")] = None,
     triton_url: TritonOption = None,
 ) -> None:
     """Drop the canary/shadow candidate, or go back to the previously active version."""
-    rollout = _rollout(model, repository, triton_url)
+    rollout = _rollout(ctx.obj, model, repository, triton_url)
     _run_step(rollout.rollback)
-
-
-RepositoryOption = Annotated[
-    Path | None, typer.Option(help="Triton model repository (env TRAINER_REPOSITORY).")
-]
 
 
 def _format(value: Any) -> str:
@@ -282,11 +283,11 @@ def _format(value: Any) -> str:
 
 
 @app.command("list")
-def list_command(repository: RepositoryOption = None) -> None:
+def list_command(ctx: typer.Context, repository: RepositoryOption = None) -> None:
     """Models in the repository with their versions and the newest version's scores."""
     from trainer.repository import list_models
 
-    root = repository or TrainerSettings().repository
+    root = repository or ctx.obj.repository
     models = list_models(root)
     if not models:
         console.print(f"no models in {root}")
@@ -308,6 +309,7 @@ def list_command(repository: RepositoryOption = None) -> None:
 
 @app.command("gpu-config")
 def gpu_config(
+    ctx: typer.Context,
     models: Annotated[
         list[str] | None, typer.Argument(help="Model names (default: every model).")
     ] = None,
@@ -322,11 +324,11 @@ def gpu_config(
     --model-config-name=gpu; config.pbtxt (CPU, local stack) stays as it is."""
     from trainer.repository import list_models, write_gpu_config
 
-    root = repository or TrainerSettings().repository
+    root = repository or ctx.obj.repository
     names = models or [entry["model"] for entry in list_models(root)]
     for name in names:
         path = write_gpu_config(
-            _model_dir(root, name),
+            _model_dir(ctx.obj, root, name),
             name,
             instance_count=instances,
             max_batch_size=max_batch_size,
@@ -337,6 +339,7 @@ def gpu_config(
 
 @app.command()
 def show(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Model name in the repository.")],
     version: Annotated[int | None, typer.Argument(help="Version (default: newest).")] = None,
     repository: RepositoryOption = None,
@@ -344,7 +347,7 @@ def show(
     """One version's scores, provenance (created, data fingerprint, base model) and files."""
     from trainer.repository import RepositoryError, list_versions, version_info
 
-    model_dir = _model_dir(repository, name)
+    model_dir = _model_dir(ctx.obj, repository, name)
     try:
         info = version_info(model_dir, version)
     except RepositoryError as exc:
@@ -376,15 +379,18 @@ def show(
 
 
 def _triton_predict(
-    url: str, model: str, version: int | None, texts: list[str], batch_size: int
+    url: str,
+    model: str,
+    version: int | None,
+    texts: list[str],
+    batch_size: int,
+    tls: dict[str, Any],
 ) -> tuple[Any, list[str], str]:
     """(probs, labels, served version) from a running Triton, in `batch_size` requests."""
     import numpy as np
     import tritonclient.grpc as grpcclient
 
-    from worker.security import triton_client_kwargs
-
-    client = grpcclient.InferenceServerClient(url, **triton_client_kwargs(TrainerSettings()))
+    client = grpcclient.InferenceServerClient(url, **tls)
     probs, labels, served = [], [], ""
     try:
         for start in range(0, len(texts), batch_size):
@@ -406,8 +412,68 @@ def _triton_predict(
     return np.concatenate(probs), labels, served
 
 
+@dataclass
+class Scored:
+    """A labelled file scored by one version: what `trainer evaluate` prints."""
+
+    truth: list[int]
+    probs: Any
+    labels: list[str]
+    served: str
+    source: str
+
+
+def _score_through_triton(
+    settings: TrainerSettings, url: str, model: str, version: int | None, data: Path, batch: int
+) -> Scored:
+    """Score through a live Triton; the server's LABELS decide how the file's labels map."""
+    from tritonclient.utils import InferenceServerException
+
+    from trainer.data import read_examples
+    from worker.security import triton_client_kwargs
+
+    tls = triton_client_kwargs(settings)
+    try:
+        _, labels, _ = _triton_predict(url, model, version, ["probe"], 1, tls)
+        examples = read_examples(data, labels)
+        texts = [example.text for example in examples]
+        probs, labels, served = _triton_predict(url, model, version, texts, batch, tls)
+    except InferenceServerException as exc:
+        console.print(f"[red]Triton at {url} failed:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
+    truth = [example.label for example in examples]
+    return Scored(truth, probs, labels, served, source=f"triton {url}")
+
+
+def _score_files(
+    model_dir: Path,
+    version: int | None,
+    data: Path,
+    onnx_file: str,
+    threads: int | None,
+    batch_size: int,
+) -> Scored:
+    """Score with the version's ONNX file and tokenizer, run here the way model.py runs them."""
+    from trainer.data import read_examples
+    from trainer.onnx_runner import OnnxClassifier
+    from trainer.repository import RepositoryError, latest_version, list_versions
+
+    served = str(version or latest_version(model_dir) or "")
+    if not served or int(served) not in list_versions(model_dir):
+        raise RepositoryError(
+            f"version {version or '(newest)'} not found in {model_dir}: {list_versions(model_dir)}"
+        )
+    runner = OnnxClassifier.from_version_dir(model_dir / served, onnx_file, threads=threads)
+    examples = read_examples(data, runner.labels)
+    texts = [example.text for example in examples]
+    probs, _ = runner.predict(texts, batch_size, with_embedding=False)
+    truth = [example.label for example in examples]
+    return Scored(truth, probs, runner.labels, served, source=str(model_dir / served / onnx_file))
+
+
 @app.command()
 def evaluate(
+    ctx: typer.Context,
     model: Annotated[str, typer.Option("--model", help="Model name in the repository.")],
     data: Annotated[Path, typer.Option(help="TSV/CSV file with columns text, label.")],
     version: Annotated[
@@ -431,60 +497,36 @@ def evaluate(
     Without --triton-url the version's ONNX file and tokenizer run here the way model.py runs
     them; with it the texts go through the live server, and its LABELS decide the label order.
     """
-    from trainer.data import DataError, read_examples
-    from trainer.metrics import classification_scores
-    from trainer.onnx_runner import OnnxClassifier
-    from trainer.repository import RepositoryError, latest_version, list_versions
+    from trainer.data import DataError
+    from trainer.repository import RepositoryError
 
-    model_dir = _model_dir(repository, model)
+    model_dir = _model_dir(ctx.obj, repository, model)
     started = time.perf_counter()
-    try:
+    with (
+        _refusals(DataError, code=2, prefix="bad data: "),
+        _refusals(RepositoryError, FileNotFoundError, code=1, prefix=""),
+    ):
         if triton_url:
-            from tritonclient.utils import InferenceServerException
-
-            try:
-                _, labels, _ = _triton_predict(triton_url, model, version, ["probe"], 1)
-                examples = read_examples(data, labels)
-                texts = [example.text for example in examples]
-                probs, labels, served = _triton_predict(
-                    triton_url, model, version, texts, batch_size
-                )
-            except InferenceServerException as exc:
-                console.print(f"[red]Triton at {triton_url} failed:[/red] {escape(str(exc))}")
-                raise typer.Exit(1) from exc
-            source = f"triton {triton_url}"
+            scored = _score_through_triton(ctx.obj, triton_url, model, version, data, batch_size)
         else:
-            served = str(version or latest_version(model_dir) or "")
-            if not served or int(served) not in list_versions(model_dir):
-                raise RepositoryError(
-                    f"version {version or '(newest)'} not found in {model_dir}: "
-                    f"{list_versions(model_dir)}"
-                )
-            runner = OnnxClassifier.from_version_dir(model_dir / served, onnx_file, threads=threads)
-            labels = runner.labels
-            examples = read_examples(data, labels)
-            texts = [example.text for example in examples]
-            probs, _ = runner.predict(texts, batch_size, with_embedding=False)
-            source = str(model_dir / served / onnx_file)
-    except DataError as exc:
-        console.print(f"[red]bad data:[/red] {exc}")
-        raise typer.Exit(2) from exc
-    except (RepositoryError, FileNotFoundError) as exc:
-        console.print(f"[red]{escape(str(exc))}[/red]")
-        raise typer.Exit(1) from exc
-    scores = classification_scores(
-        [example.label for example in examples], probs.argmax(axis=1), len(labels)
-    )
-    seconds = time.perf_counter() - started
-    table = Table(title=f"{model} version {served}: {data.name}")
+            scored = _score_files(model_dir, version, data, onnx_file, threads, batch_size)
+    title = f"{model} version {scored.served}: {data.name}"
+    _print_scores(title, scored, time.perf_counter() - started)
+
+
+def _print_scores(title: str, scored: Scored, seconds: float) -> None:
+    from trainer.metrics import classification_scores
+
+    scores = classification_scores(scored.truth, scored.probs.argmax(axis=1), len(scored.labels))
+    table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in (
         ("accuracy", scores["accuracy"]),
         ("macro_f1", scores["macro_f1"]),
-        ("examples", len(examples)),
-        ("labels", labels),
-        ("source", source),
+        ("examples", len(scored.truth)),
+        ("labels", scored.labels),
+        ("source", scored.source),
         ("seconds", f"{seconds:.2f}"),
     ):
         table.add_row(key, _format(value))

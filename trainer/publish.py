@@ -30,7 +30,6 @@ from trainer.repository import (
     model_config_path,
     model_path,
 )
-from trainer.settings import TrainerSettings
 
 log = structlog.get_logger(__name__)
 
@@ -55,15 +54,14 @@ class Published:
 def config_override(
     model_dir: Path,
     pin_version: int | Sequence[int] | None = None,
-    config_name: str | None = None,
+    config_name: str = "",
 ) -> str:
     """The model's config as Triton's JSON, optionally pinned to some versions.
 
     A load with a config override ignores `--model-config-name`, so the override must come from
-    the same file the server would read: `configs/<TRAINER_MODEL_CONFIG_NAME>.pbtxt` if present.
+    the same file the server would read: `configs/<config_name>.pbtxt` if present (the
+    caller passes `TrainerSettings.model_config_name`).
     """
-    if config_name is None:
-        config_name = TrainerSettings().model_config_name
     config_path = model_config_path(model_dir, config_name)
     if not config_path.is_file():
         raise PublishError(f"{config_path} not found")
@@ -94,6 +92,7 @@ def publish(
     version: int | None = None,
     timeout_s: float = 120.0,
     tls: Mapping[str, Any] | None = None,
+    config_name: str = "",
 ) -> Published:
     """Load `version` (default: newest on disk) of `model` and prove it answers.
 
@@ -121,7 +120,7 @@ def publish(
         started = time.perf_counter()
         try:
             client.load_model(
-                model, config=config_override(model_dir, pin), client_timeout=timeout_s
+                model, config=config_override(model_dir, pin, config_name), client_timeout=timeout_s
             )
         except InferenceServerException as exc:
             raise PublishError(
@@ -179,6 +178,7 @@ def serve_versions(
     versions: Sequence[int],
     timeout_s: float = 120.0,
     tls: Mapping[str, Any] | None = None,
+    config_name: str = "",
 ) -> dict[int, list[str]]:
     """Make Triton serve exactly `versions` of `model` (policy `specific`); returns their labels.
 
@@ -196,7 +196,9 @@ def serve_versions(
     try:
         try:
             client.load_model(
-                model, config=config_override(model_dir, versions), client_timeout=timeout_s
+                model,
+                config=config_override(model_dir, versions, config_name),
+                client_timeout=timeout_s,
             )
         except InferenceServerException as exc:
             raise PublishError(

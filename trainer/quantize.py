@@ -161,6 +161,37 @@ def _on_gpu(providers: Sequence[str]) -> bool:
     return bool(providers) and providers[0].startswith(GPU_PROVIDER_PREFIXES)
 
 
+def _interleaved_runs(
+    runners: Mapping[str, OnnxClassifier], texts: Sequence[str], batch_size: int, repeats: int
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, list[float]]]:
+    """Outputs of each variant and its seconds per pass. After one warm-up batch each, the
+    passes are interleaved (the order rotates every repeat) so a neighbour's load on a shared
+    machine hits every variant alike instead of whichever ran last."""
+    for runner in runners.values():
+        runner.predict(texts[:batch_size], batch_size)
+    names = list(runners)
+    outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for repeat in range(max(1, repeats)):
+        shift = repeat % len(names)
+        for name in names[shift:] + names[:shift]:
+            started = time.perf_counter()
+            probs, embedding = runners[name].predict(texts, batch_size)
+            seconds[name].append(time.perf_counter() - started)
+            outputs.setdefault(name, (probs, embedding))
+    return {name: outputs[name] for name in names}, seconds
+
+
+def _add_relative_to_first(results: dict[str, dict[str, Any]]) -> None:
+    """Deltas and ratios against the first variant (normally fp32), which gets 0 and 1."""
+    base = next(iter(results.values()))
+    for entry in results.values():
+        entry["accuracy_delta"] = round(entry["accuracy"] - base["accuracy"], 6)
+        entry["macro_f1_delta"] = round(entry["macro_f1"] - base["macro_f1"], 6)
+        entry["speedup_vs_first"] = round(entry["texts_per_s"] / base["texts_per_s"], 3)
+        entry["size_ratio_vs_first"] = round(entry["size_bytes"] / base["size_bytes"], 4)
+
+
 def compare_variants(
     variants: Mapping[str, Path],
     tokenizer_json: str,
@@ -194,7 +225,6 @@ def compare_variants(
     if not texts or len(texts) != len(labels_true):
         raise ValueError("texts and labels_true must be non-empty and of equal length")
     threads = threads if threads and threads > 0 else usable_cores()
-    names = list(variants)
     runners = {
         name: OnnxClassifier.from_files(
             Path(path),
@@ -207,55 +237,28 @@ def compare_variants(
         )
         for name, path in variants.items()
     }
-    for runner in runners.values():
-        runner.predict(texts[:batch_size], batch_size)
-
-    outputs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    seconds: dict[str, list[float]] = {name: [] for name in names}
-    for repeat in range(max(1, repeats)):
-        shift = repeat % len(names)
-        for name in names[shift:] + names[:shift]:
-            started = time.perf_counter()
-            probs, embedding = runners[name].predict(texts, batch_size)
-            seconds[name].append(time.perf_counter() - started)
-            outputs.setdefault(name, (probs, embedding))
-
-    first = names[0]
-    first_probs, first_embedding = outputs[first]
+    outputs, seconds = _interleaved_runs(runners, texts, batch_size, repeats)
+    first_probs, first_embedding = next(iter(outputs.values()))
     num_labels = num_labels or first_probs.shape[1]
+    run = {"texts": len(texts), "threads": threads, "batch_size": batch_size}
     results: dict[str, dict[str, Any]] = {}
-    for name in names:
-        probs, embedding = outputs[name]
-        scores = classification_scores(labels_true, probs.argmax(axis=1), num_labels)
-        texts_per_s = len(texts) / statistics.median(seconds[name])
-        session_providers = runners[name].providers
-        precision = detect_precision(Path(variants[name]))
-        size = Path(variants[name]).stat().st_size
+    for name, (probs, embedding) in outputs.items():
+        path, session_providers = Path(variants[name]), runners[name].providers
+        precision = detect_precision(path)
         results[name] = {
             "precision": precision,
-            **scores,
-            "accuracy_delta": 0.0,
-            "macro_f1_delta": 0.0,
+            **classification_scores(labels_true, probs.argmax(axis=1), num_labels),
             "agreement_vs_first": float(np.mean(probs.argmax(1) == first_probs.argmax(1))),
             "max_prob_diff_vs_first": float(np.abs(probs - first_probs).max()),
             "max_embedding_diff_vs_first": float(np.abs(embedding - first_embedding).max()),
-            "texts_per_s": round(texts_per_s, 2),
-            "speedup_vs_first": 1.0,
-            "size_bytes": size,
-            "size_ratio_vs_first": 1.0,
+            "texts_per_s": round(len(texts) / statistics.median(seconds[name]), 2),
+            "size_bytes": path.stat().st_size,
             "providers": session_providers,
             "cpu_only_measurement": precision == "fp16" and not _on_gpu(session_providers),
-            "texts": len(texts),
-            "threads": threads,
-            "batch_size": batch_size,
+            **run,
             "repeats": max(1, repeats),
         }
-    base = results[first]
-    for entry in results.values():
-        entry["accuracy_delta"] = round(entry["accuracy"] - base["accuracy"], 6)
-        entry["macro_f1_delta"] = round(entry["macro_f1"] - base["macro_f1"], 6)
-        entry["speedup_vs_first"] = round(entry["texts_per_s"] / base["texts_per_s"], 3)
-        entry["size_ratio_vs_first"] = round(entry["size_bytes"] / base["size_bytes"], 4)
+    _add_relative_to_first(results)
     log.info(
         "quantize.compared",
         **{

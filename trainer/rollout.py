@@ -44,6 +44,8 @@ class Rollout:
     """`worker.security.kafka_client_kwargs(settings)`: TLS/SASL for the registry topic."""
     triton_tls: dict[str, Any] = field(default_factory=dict)
     """`worker.security.triton_client_kwargs(settings)`: TLS for Triton's gRPC channel."""
+    config_name: str = ""
+    """`TrainerSettings.model_config_name`: the config file Triton's loads are overridden with."""
 
     def __post_init__(self) -> None:
         model_path(self.repository, self.model)  # a name that escapes the repository is refused
@@ -126,12 +128,18 @@ class Rollout:
             self.triton_url,
             sorted(serving | final),
             tls=self.triton_tls,
+            config_name=self.config_name,
         )
         updated = self._write(entry, event, labels, **changes)
         if serving - final:
             time.sleep(self.grace_s)
             serve_versions(
-                self.model, self.repository, self.triton_url, sorted(final), tls=self.triton_tls
+                self.model,
+                self.repository,
+                self.triton_url,
+                sorted(final),
+                tls=self.triton_tls,
+                config_name=self.config_name,
             )
         return updated
 

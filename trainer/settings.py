@@ -72,3 +72,9 @@ class TrainerSettings(BaseSettings, KafkaSecurity, TritonTLS):
         Path(".labelstream") / "checkpoints",
         description="Where interrupted runs are resumed from (removed once a version is written).",
     )
+    log_level: str = Field("INFO", description="Log level of the trainer's structlog events.")
+    log_format: str = Field(
+        "auto",
+        pattern="^(auto|json|console)$",
+        description="auto = JSON unless stderr is a terminal; logs go to stderr, tables to stdout.",
+    )

@@ -27,20 +27,27 @@ MODELS = ["news_topic", "review_sentiment"]
 @pytest.fixture(scope="session")
 def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Triton repository with a tiny trained version of each model (seconds, not minutes)."""
+    from trainer.options import TrainOptions
+    from trainer.settings import TrainerSettings
     from trainer.train import train_and_export
 
     repository = tmp_path_factory.mktemp("triton_models")
     for task, model in (("news", "news_topic"), ("reviews", "review_sentiment")):
-        train_and_export(
-            task=task,
-            data=data_file(task),
-            repository=repository,
-            model_name=model,
+        options = TrainOptions.for_task(
+            task,
             max_steps=6,
             max_length=32,
             batch_size=16,
             max_train_samples=400,
             max_eval_samples=200,
+        )
+        train_and_export(
+            task,
+            data_file(task),
+            settings=TrainerSettings(),
+            options=options,
+            repository=repository,
+            model_name=model,
         )
     return repository
 

@@ -13,6 +13,8 @@ import pytest
 
 from devstack.worker_process import worker_env
 from tests.integration.data import SAMPLE_FILES
+from trainer.baseline import tfidf_baseline
+from trainer.data import load_split
 from worker.client import read_topics
 
 pytestmark = pytest.mark.integration
@@ -100,8 +102,22 @@ def test_trainer_train_writes_a_version(tmp_path):
     assert labels == ["World", "Sports", "Business", "Sci/Tech"]
     metrics = orjson.loads((version / "metrics.json").read_bytes())
     assert {"accuracy", "macro_f1", "ece", "per_class", "confusion_matrix"} <= set(metrics)
-    assert metrics["baseline"]["accuracy"] >= 0
-    assert "margin_over_baseline_points" in metrics
+    # The baseline refitted here on the same seeded split must score what the version recorded.
+    split = load_split(SAMPLE_FILES["news"], labels, validation_fraction=0.1, seed=7)
+    baseline = tfidf_baseline(
+        [example.text for example in split.train],
+        [example.label for example in split.train],
+        [example.text for example in split.validation],
+        [example.label for example in split.validation],
+        labels,
+        seed=7,
+    )
+    assert metrics["examples"] == len(split.validation)
+    assert metrics["baseline"]["accuracy"] == pytest.approx(baseline["accuracy"])
+    assert metrics["baseline"]["macro_f1"] == pytest.approx(baseline["macro_f1"])
+    assert metrics["margin_over_baseline_points"] == pytest.approx(
+        round(100 * (metrics["accuracy"] - baseline["accuracy"]), 2)
+    )
     assert "Margin over the classical baseline" in (version / "report.md").read_text()
 
 

@@ -38,6 +38,8 @@ def rows(task: str) -> list[tuple[str, str]]:
 @pytest.fixture(scope="module")
 def drift_model(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> list[tuple]:
     """Train `news_drift` on the first rows, load it in Triton; return the held-out rows."""
+    from trainer.options import TrainOptions
+    from trainer.settings import TrainerSettings
     from trainer.train import train_and_export
 
     news = rows("news")
@@ -48,16 +50,21 @@ def drift_model(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> 
         writer = csv.writer(handle, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\")
         writer.writerow(["text", "label"])
         writer.writerows(news[:TRAIN_ROWS])
-    train_and_export(
-        task="news",
-        data=train_file,
-        repository=stack.settings.model_repository,
-        model_name=MODEL,
+    options = TrainOptions.for_task(
+        "news",
         max_steps=60,
         max_length=48,
         batch_size=16,
         validation_fraction=0.25,
         torch_threads=2,
+    )
+    train_and_export(
+        "news",
+        train_file,
+        settings=TrainerSettings(),
+        options=options,
+        repository=stack.settings.model_repository,
+        model_name=MODEL,
     )
     asyncio.run(stack.triton.load_model(MODEL))
     return news[TRAIN_ROWS:]

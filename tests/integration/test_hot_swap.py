@@ -177,23 +177,30 @@ def test_broken_version_is_refused_and_the_cli_says_why(stack, tmp_path, corrupt
 def test_shadow_agreement_is_high_for_a_copy_and_lower_for_another_model(
     stack, routes_settings, start_worker
 ):
+    from trainer.options import TrainOptions
+    from trainer.settings import TrainerSettings
     from trainer.train import train_and_export
 
     model = "shadow_news"
     repository = stack.settings.model_repository
     copy_version(repository, model)  # 1
     copy_version(repository, model)  # 2: the same model
-    train_and_export(  # 3: trained differently (other seed, other rows)
-        task="news",
-        data=data_file("news"),
-        repository=repository,
-        model_name=model,
+    options = TrainOptions.for_task(
+        "news",
         max_steps=8,
         max_length=32,
         batch_size=16,
         max_train_samples=400,
         max_eval_samples=100,
         seed=7,
+    )
+    train_and_export(  # 3: trained differently (other seed, other rows)
+        "news",
+        data_file("news"),
+        settings=TrainerSettings(),
+        options=options,
+        repository=repository,
+        model_name=model,
     )
     steps = rollout(stack, model)
     steps.publish(1)

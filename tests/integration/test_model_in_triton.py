@@ -22,9 +22,10 @@ import tritonclient.grpc as grpcclient
 from devstack.state import StateFile, pid_alive
 from devstack.triton import LocalTriton
 from tests.integration.data import data_file
+from trainer.options import TrainOptions
 from trainer.publish import PublishError, publish
 from trainer.repository import write_version
-from trainer.settings import available_cores
+from trainer.settings import TrainerSettings, available_cores
 from trainer.tasks import get_task
 from trainer.train import train_and_export
 from worker.settings import WorkerSettings
@@ -41,10 +42,8 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tiny version (12 steps, 32 tokens): enough to exercise the whole export path."""
     repository = tmp_path_factory.mktemp("triton_models")
     started = time.perf_counter()
-    version_dir = train_and_export(
+    options = TrainOptions.for_task(
         "news",
-        data_file("news"),
-        repository,
         max_steps=12,
         max_length=32,
         batch_size=16,
@@ -52,6 +51,13 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
         max_eval_samples=64,
         torch_threads=min(2, available_cores()),
         progress=False,
+    )
+    version_dir = train_and_export(
+        "news",
+        data_file("news"),
+        settings=TrainerSettings(),
+        options=options,
+        repository=repository,
     )
     elapsed = time.perf_counter() - started
     assert version_dir == repository / MODEL / "1"

@@ -47,8 +47,14 @@ def test_separable_data_is_classified_perfectly() -> None:
     assert result["per_class"]["unused"]["support"] == 0
     assert len(result["confusion_matrix"]) == 3
     assert result["examples"] == 20 and result["train_examples"] == 60
-    assert result["fit_seconds"] >= 0
     json.dumps(result)
+
+
+def test_fit_seconds_is_the_time_between_the_clock_readings_around_the_fit() -> None:
+    texts, labels = synthetic(20, seed=1)
+    ticks = iter([100.0, 102.25])  # before the fit, after it: 2.25 s on a fake clock
+    result = tfidf_baseline(texts, labels, texts, labels, LABELS, seed=42, clock=ticks.__next__)
+    assert result["fit_seconds"] == 2.25
 
 
 def test_rejects_unusable_inputs() -> None:

@@ -20,7 +20,7 @@ def steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     calls: list[tuple] = []
     registry: dict = {}
 
-    def serve(model, repository, url, versions, timeout_s=120.0, tls=None):
+    def serve(model, repository, url, versions, timeout_s=120.0, tls=None, config_name=""):
         calls.append(("serve", sorted(versions)))
         return {v: ["a", "b"] for v in versions}
 

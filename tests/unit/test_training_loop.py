@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from trainer import train as train_module
+from trainer import loop as loop_module
 from trainer.checkpoint import Checkpoint
 from trainer.data import Example
 from trainer.export import base_tokenizer_json, serving_tokenizer
+from trainer.loop import LinearSchedule, fine_tune, fit_to_budget
+from trainer.options import TrainOptions
 from trainer.repository import RepositoryError
 from trainer.settings import packaged_base_model
-from trainer.train import (
-    LinearSchedule,
-    TrainOptions,
-    check_label_set,
-    fine_tune,
-    fit_to_budget,
-)
+from trainer.train import check_label_set
 
 TEXTS = [("great fun", 1), ("awful bore", 0), ("loved it", 1), ("hated it", 0)] * 6
 
@@ -59,19 +57,33 @@ def options(**overrides) -> TrainOptions:
     )
 
 
-def test_validation_curve_and_best_weights_restored(tokenizer):
+def test_validation_curve_and_best_weights_restored(tokenizer, monkeypatch):
+    """Validation at steps 2, 4, 6 scores best at step 4: the model ends with step 4's weights,
+    not the last step's."""
+    snapshots: list[dict[str, torch.Tensor]] = []
+    scores = iter([0.5, 0.9, 0.4])
+
+    def scripted(model, *args, **kwargs):
+        snapshots.append(copy.deepcopy(model.state_dict()))
+        return {"accuracy": 0.0, "macro_f1": next(scores), "examples": 8}
+
+    monkeypatch.setattr(loop_module, "evaluate", scripted)
     model = tiny_model()
     stats = fine_tune(model, tokenizer, examples(), options(patience=None), examples()[:8], 2)
     assert [e["step"] for e in stats.evaluations] == [2, 4, 6]
-    best = max(e["macro_f1"] for e in stats.evaluations)
-    assert stats.best_macro_f1 == best
-    assert stats.best_step == next(e["step"] for e in stats.evaluations if e["macro_f1"] == best)
+    assert [e["macro_f1"] for e in stats.evaluations] == [0.5, 0.9, 0.4]
+    assert stats.best_macro_f1 == 0.9 and stats.best_step == 4
+    best, last = snapshots[1], snapshots[2]
+    final = model.state_dict()
+    assert any(not torch.equal(best[name], last[name]) for name in best)  # training moved on
+    for name, weights in final.items():
+        assert torch.equal(weights, best[name]), name
 
 
 def test_early_stopping(tokenizer, monkeypatch):
     scores = iter([0.5, 0.4, 0.4, 0.9])
     monkeypatch.setattr(
-        train_module,
+        loop_module,
         "evaluate",
         lambda *a, **k: {"accuracy": 0.0, "macro_f1": next(scores), "examples": 1},
     )
@@ -85,7 +97,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tokenizer, tmp_path, monkey
     reference = tiny_model()
     fine_tune(reference, tokenizer, examples(), options(patience=None), examples()[:4], 2)
 
-    real_evaluate = train_module.evaluate
+    real_evaluate = loop_module.evaluate
     calls = {"n": 0}
 
     def crash_on_second(*args, **kwargs):
@@ -95,7 +107,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tokenizer, tmp_path, monkey
         return real_evaluate(*args, **kwargs)
 
     checkpoint = Checkpoint(tmp_path, "run")
-    monkeypatch.setattr(train_module, "evaluate", crash_on_second)
+    monkeypatch.setattr(loop_module, "evaluate", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
         fine_tune(
             tiny_model(),
@@ -106,7 +118,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tokenizer, tmp_path, monkey
             2,
             checkpoint,
         )
-    monkeypatch.setattr(train_module, "evaluate", real_evaluate)
+    monkeypatch.setattr(loop_module, "evaluate", real_evaluate)
 
     resumed = tiny_model(seed=99)  # different init: everything must come from the checkpoint
     stats = fine_tune(
