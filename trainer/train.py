@@ -30,6 +30,7 @@ from tokenizers import Tokenizer
 from torch import nn
 from tqdm.auto import tqdm
 
+from contracts.reference import write_reference
 from trainer.baseline import tfidf_baseline
 from trainer.checkpoint import Checkpoint, LoopState, run_id
 from trainer.data import Columns, Example, load_split, separate_validation
@@ -48,7 +49,7 @@ from trainer.metrics import classification_metrics, classification_scores
 from trainer.modeling import build_classifier
 from trainer.onnx_runner import OnnxClassifier
 from trainer.quantize import Precision, compare_variants, install_variant
-from trainer.reference import reference_statistics, write_reference
+from trainer.reference import reference_statistics
 from trainer.report import write_report
 from trainer.repository import (
     RepositoryError,
