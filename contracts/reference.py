@@ -124,7 +124,9 @@ def check_reference(stats: dict[str, Any]) -> np.ndarray:
 
 
 def write_reference(version_dir: Path, stats: dict[str, Any]) -> Path:
-    """Write `reference.json` atomically (temp file + rename); NaN is refused, not written."""
+    """Write `reference.json` atomically (temp file + rename); what a reader would refuse, or
+    NaN, is not written."""
+    check_reference(stats)
     path = Path(version_dir) / REFERENCE_FILE
     text = json.dumps(stats, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{REFERENCE_FILE}")

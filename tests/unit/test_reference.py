@@ -150,3 +150,11 @@ def test_write_and_read_round_trip(tmp_path: Path) -> None:
     path.write_text(json.dumps({"format": "other/9"}))
     with pytest.raises(ValueError, match="unsupported"):
         contract.read_reference(tmp_path)
+
+
+def test_a_reference_readers_would_refuse_is_not_written(tmp_path: Path) -> None:
+    result = stats()
+    result["text_length"]["edges"] = [0, 1]
+    with pytest.raises(contract.ReferenceError, match="text length"):
+        contract.write_reference(tmp_path, result)
+    assert list(tmp_path.iterdir()) == []
