@@ -114,9 +114,10 @@ def triton_share(before: dict[str, int], after: dict[str, int], seconds: float) 
 
 async def _drive(client, model: str, requests: list, batch: int, concurrency: int, seconds: float):
     """texts/s of `concurrency` loops cycling through pre-built requests for `seconds`."""
-    import tritonclient.grpc.aio as grpcclient
+    from contracts import tensors
+    from contracts.triton_request import requested_outputs
 
-    outputs = [grpcclient.InferRequestedOutput("PROBS")]
+    outputs = requested_outputs([tensors.PROBS])
     done = 0
     deadline = time.perf_counter() + seconds
     started = time.perf_counter()
@@ -141,16 +142,15 @@ async def limit(url: str, model: str, texts: list[str], seconds: float) -> dict:
     """
     import tritonclient.grpc.aio as grpcclient
 
+    from contracts.triton_request import text_input
+
     client = grpcclient.InferenceServerClient(url)
     results = []
     try:
         for batch in (16, 32, 64):
             requests = []
             for start in range(0, len(texts) - batch + 1, batch):
-                data = np.array([[t.encode()] for t in texts[start : start + batch]], np.object_)
-                request = grpcclient.InferInput("TEXT", list(data.shape), "BYTES")
-                request.set_data_from_numpy(data)
-                requests.append(request)
+                requests.append(text_input(texts[start : start + batch]))
             for concurrency in (1, 2, 4):
                 before = await triton_counters(url, model)
                 started = time.perf_counter()

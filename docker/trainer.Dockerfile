@@ -5,6 +5,7 @@ RUN groupadd --gid 10001 labelstream \
     && useradd --create-home --uid 10001 --gid 10001 labelstream
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY contracts ./contracts
 COPY worker ./worker
 COPY trainer ./trainer
 # Versions are pinned in pyproject.toml; model.py comes from the mounted repository.

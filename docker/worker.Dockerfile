@@ -3,6 +3,7 @@
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY contracts ./contracts
 COPY worker ./worker
 COPY trainer ./trainer
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .

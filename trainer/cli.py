@@ -390,22 +390,22 @@ def _triton_predict(
     import numpy as np
     import tritonclient.grpc as grpcclient
 
+    from contracts import tensors
+    from contracts.triton_request import requested_outputs, text_input
+
     client = grpcclient.InferenceServerClient(url, **tls)
     probs, labels, served = [], [], ""
     try:
         for start in range(0, len(texts), batch_size):
             chunk = texts[start : start + batch_size]
-            data = np.array([[text.encode("utf-8")] for text in chunk], dtype=np.object_)
-            text_input = grpcclient.InferInput("TEXT", list(data.shape), "BYTES")
-            text_input.set_data_from_numpy(data)
             result = client.infer(
                 model,
-                [text_input],
+                [text_input(chunk)],
                 model_version=str(version or ""),
-                outputs=[grpcclient.InferRequestedOutput(n) for n in ("PROBS", "LABELS")],
+                outputs=requested_outputs((tensors.PROBS, tensors.LABELS)),
             )
-            probs.append(result.as_numpy("PROBS"))
-            labels = [label.decode("utf-8") for label in result.as_numpy("LABELS")[0]]
+            probs.append(result.as_numpy(tensors.PROBS))
+            labels = [label.decode("utf-8") for label in result.as_numpy(tensors.LABELS)[0]]
             served = result.get_response().model_version
     finally:
         client.close()
@@ -489,7 +489,7 @@ def evaluate(
     ] = "model.onnx",
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per inference call.")] = 64,
     threads: Annotated[
-        int | None, typer.Option(help="ONNX Runtime threads (default: all usable cores).")
+        int | None, typer.Option(help="ONNX Runtime threads (default: as Triton serves it).")
     ] = None,
 ) -> None:
     """Score a labelled file with a version exactly as served; prints scores, writes nothing.

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import structlog
 
-from worker.text import model_text
+from contracts.text import model_text
 
 log = structlog.get_logger(__name__)
 

@@ -2,7 +2,8 @@
 
 The exported graph takes `input_ids` and `attention_mask` (int64, dynamic batch and sequence
 axes) and returns `probs` (softmax over the labels) and `embedding` (mean of the last hidden
-state over real tokens), which is exactly what `triton_models/model.py` feeds and reads.
+state over real tokens): what the serving recipe (`contracts/serving.py`) feeds and reads, under
+the names in `contracts/tensors.py`.
 """
 
 from __future__ import annotations
@@ -19,16 +20,24 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
-from trainer.onnx_runner import make_tokenizer
+from contracts import serving
+from contracts.tensors import (
+    ONNX_ATTENTION_MASK,
+    ONNX_EMBEDDING,
+    ONNX_INPUT_IDS,
+    ONNX_INPUTS,
+    ONNX_OUTPUTS,
+    ONNX_PROBS,
+)
 from trainer.settings import force_offline_hub
 
 log = structlog.get_logger(__name__)
 
-INPUT_NAMES = ("input_ids", "attention_mask")
-OUTPUT_NAMES = ("probs", "embedding")
+INPUT_NAMES = ONNX_INPUTS  # recorded in classifier.json by trainer.train
+OUTPUT_NAMES = ONNX_OUTPUTS
 OPSET = 17
 PARITY_TOLERANCE = 1e-3
-PAD_TOKEN = "[PAD]"
+PAD_TOKEN = serving.DEFAULT_PAD_TOKEN
 
 
 class ExportError(RuntimeError):
@@ -81,11 +90,14 @@ def base_tokenizer_json(base_model: Path) -> str:
 def serving_tokenizer(
     tokenizer_json: str, max_length: int, pad_token: str = PAD_TOKEN
 ) -> Tokenizer:
-    """The tokenizer exactly as model.py configures it: truncate, pad to the longest row.
+    """The serving tokenizer (contracts/serving.py) that also pads a whole batch to its longest
+    row with the served pad id: for training batches, tracing and the one-batch parity check.
 
-    Training uses it too, so training and serving tokenization are identical by construction.
+    Same truncation and ids as serving, so training and serving tokenization are identical.
     """
-    return make_tokenizer(tokenizer_json, max_length, pad_token)
+    tokenizer = serving.serving_tokenizer(tokenizer_json, max_length)
+    tokenizer.enable_padding(pad_id=serving.pad_id(tokenizer, pad_token), pad_token=pad_token)
+    return tokenizer
 
 
 def _export(wrapper: nn.Module, example: tuple[torch.Tensor, torch.Tensor], path: Path) -> str:
@@ -99,13 +111,13 @@ def _export(wrapper: nn.Module, example: tuple[torch.Tensor, torch.Tensor], path
                 example,
                 str(path),
                 dynamo=False,
-                input_names=list(INPUT_NAMES),
-                output_names=list(OUTPUT_NAMES),
+                input_names=list(ONNX_INPUTS),
+                output_names=list(ONNX_OUTPUTS),
                 dynamic_axes={
-                    "input_ids": {0: batch, 1: seq},
-                    "attention_mask": {0: batch, 1: seq},
-                    "probs": {0: batch},
-                    "embedding": {0: batch},
+                    ONNX_INPUT_IDS: {0: batch, 1: seq},
+                    ONNX_ATTENTION_MASK: {0: batch, 1: seq},
+                    ONNX_PROBS: {0: batch},
+                    ONNX_EMBEDDING: {0: batch},
                 },
                 opset_version=OPSET,
                 do_constant_folding=True,
@@ -115,15 +127,18 @@ def _export(wrapper: nn.Module, example: tuple[torch.Tensor, torch.Tensor], path
         log.warning("export.classic_unavailable", error=str(exc))
     dim = torch.export.Dim
     shapes = {
-        "input_ids": {0: dim("batch", min=1, max=1024), 1: dim("sequence", min=2, max=4096)},
-        "attention_mask": {0: dim("batch", min=1, max=1024), 1: dim("sequence", min=2, max=4096)},
+        ONNX_INPUT_IDS: {0: dim("batch", min=1, max=1024), 1: dim("sequence", min=2, max=4096)},
+        ONNX_ATTENTION_MASK: {
+            0: dim("batch", min=1, max=1024),
+            1: dim("sequence", min=2, max=4096),
+        },
     }
     program = torch.onnx.export(
         wrapper,
         example,
         dynamo=True,
-        input_names=list(INPUT_NAMES),
-        output_names=list(OUTPUT_NAMES),
+        input_names=list(ONNX_INPUTS),
+        output_names=list(ONNX_OUTPUTS),
         dynamic_shapes=shapes,
         opset_version=OPSET,
         external_data=False,
@@ -161,7 +176,7 @@ def check_parity(
 ) -> float:
     """Max |probs_onnx - probs_torch| over `texts` in one padded batch; raises above tolerance.
 
-    Runs ONNX Runtime the way model.py does (same tokenizer setup, padded batch), so a graph
+    Runs ONNX Runtime on the same tokens as serving, in one padded batch, so a graph
     that baked in a traced shape or lost the padding mask is caught before it is published.
     """
     if not texts:
@@ -172,7 +187,7 @@ def check_parity(
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     onnx_probs, onnx_embedding = session.run(
-        list(OUTPUT_NAMES), {"input_ids": input_ids, "attention_mask": attention_mask}
+        list(ONNX_OUTPUTS), {ONNX_INPUT_IDS: input_ids, ONNX_ATTENTION_MASK: attention_mask}
     )
     wrapper = ClassifierWithEmbedding(model).eval()
     with torch.no_grad():

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import structlog
 import tritonclient.grpc as grpcclient
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
+from contracts import tensors
+from contracts.triton_request import requested_outputs, text_input
 from trainer.repository import (
     RepositoryError,
     check_warmup_inputs,
@@ -157,15 +158,15 @@ def _wait_ready(
 
 def _warm_up(client: grpcclient.InferenceServerClient, model: str, version: int) -> list[str]:
     """One real inference on the exact version: first-request costs are paid here, not by users."""
-    text = grpcclient.InferInput("TEXT", [1, 1], "BYTES")
-    text.set_data_from_numpy(np.array([[WARMUP_TEXT.encode()]], dtype=object))
-    outputs = [grpcclient.InferRequestedOutput("PROBS"), grpcclient.InferRequestedOutput("LABELS")]
+    outputs = requested_outputs((tensors.PROBS, tensors.LABELS))
     try:
-        result = client.infer(model, [text], model_version=str(version), outputs=outputs)
+        result = client.infer(
+            model, [text_input([WARMUP_TEXT])], model_version=str(version), outputs=outputs
+        )
     except InferenceServerException as exc:
         raise PublishError(f"version {version} of {model!r} loaded but failed: {exc}") from exc
-    probs = result.as_numpy("PROBS")
-    labels = [label.decode("utf-8") for label in result.as_numpy("LABELS")[0]]
+    probs = result.as_numpy(tensors.PROBS)
+    labels = [label.decode("utf-8") for label in result.as_numpy(tensors.LABELS)[0]]
     if probs is None or probs.shape != (1, len(labels)):
         raise PublishError(f"unexpected warm-up answer from {model!r} v{version}: {probs!r}")
     return labels

@@ -33,16 +33,10 @@ import numpy as np
 import onnx
 import structlog
 
+from contracts.serving import CPU_PROVIDERS, DEFAULT_PAD_TOKEN, SERVED_ONNX, usable_cores
+from contracts.tensors import ONNX_ATTENTION_MASK, ONNX_EMBEDDING, ONNX_INPUT_IDS, ONNX_PROBS
 from trainer.metrics import classification_scores
-from trainer.onnx_runner import (
-    CPU_PROVIDERS,
-    DEFAULT_PAD_TOKEN,
-    ONNX_EMBEDDING,
-    ONNX_PROBS,
-    SERVED_ONNX,
-    OnnxClassifier,
-    usable_cores,
-)
+from trainer.onnx_runner import OnnxClassifier
 
 log = structlog.get_logger(__name__)
 
@@ -63,7 +57,7 @@ def _check_interface(path: Path) -> None:
     inputs = {i.name: i.type.tensor_type.elem_type for i in graph.input}
     outputs = {o.name: o.type.tensor_type.elem_type for o in graph.output}
     int64, fp32 = onnx.TensorProto.INT64, onnx.TensorProto.FLOAT
-    if (inputs.get("input_ids"), inputs.get("attention_mask")) != (int64, int64) or (
+    if (inputs.get(ONNX_INPUT_IDS), inputs.get(ONNX_ATTENTION_MASK)) != (int64, int64) or (
         outputs.get(ONNX_PROBS),
         outputs.get(ONNX_EMBEDDING),
     ) != (fp32, fp32):

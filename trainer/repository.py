@@ -21,9 +21,15 @@ from typing import Any
 
 import structlog
 
+import contracts
+from contracts import tensors
+
 log = structlog.get_logger(__name__)
 
 MODEL_PY = "model.py"
+CONTRACTS_DIR = "contracts"
+SERVING_CONTRACTS = ("__init__.py", "tensors.py", "serving.py")
+"""What model.py imports from its version directory (see contracts/__init__.py)."""
 CONFIG_FILE = "config.pbtxt"
 REQUIRED_FILES = ("model.onnx", "tokenizer.json")
 TMP_PREFIX = ".tmp-"
@@ -98,6 +104,16 @@ def find_model_py(repository: Path) -> Path:
     raise RepositoryError(f"no {MODEL_PY} in {repository} nor at {_SOURCE_MODEL_PY}")
 
 
+def copy_serving_contracts(version_dir: Path) -> Path:
+    """Copy the serving recipe and tensor names verbatim to `version_dir/contracts/`."""
+    source = Path(contracts.__file__).resolve().parent
+    target = Path(version_dir) / CONTRACTS_DIR
+    target.mkdir(exist_ok=True)
+    for name in SERVING_CONTRACTS:
+        shutil.copyfile(source / name, target / name)
+    return target
+
+
 def render_config(
     name: str,
     *,
@@ -136,24 +152,24 @@ version_policy: {{ latest: {{ num_versions: {latest_versions} }} }}
 
 input [
   {{
-    name: "TEXT"
+    name: "{tensors.TEXT}"
     data_type: TYPE_STRING
     dims: [ 1 ]
   }}
 ]
 output [
   {{
-    name: "PROBS"
+    name: "{tensors.PROBS}"
     data_type: TYPE_FP32
     dims: [ -1 ]
   }},
   {{
-    name: "EMBEDDING"
+    name: "{tensors.EMBEDDING}"
     data_type: TYPE_FP32
     dims: [ -1 ]
   }},
   {{
-    name: "LABELS"
+    name: "{tensors.LABELS}"
     data_type: TYPE_STRING
     dims: [ -1 ]
   }}
@@ -179,7 +195,7 @@ def _warmup_blocks(batch_sizes: Sequence[int], max_batch_size: int) -> str:
     name: "text_batch_{size}"
     batch_size: {size}
     inputs {{
-      key: "TEXT"
+      key: "{tensors.TEXT}"
       value: {{
         data_type: TYPE_STRING
         dims: [ 1 ]
@@ -282,6 +298,19 @@ def model_config_path(model_dir: Path, config_name: str = "") -> Path:
     return model_dir / CONFIG_FILE
 
 
+def read_model_config(model_dir: Path, config_name: str = "") -> dict[str, Any]:
+    """The model's config as the JSON Triton hands model.py ({} when there is no file), so
+    `trainer evaluate` applies the served thread and chunk settings (contracts/serving.py)."""
+    from google.protobuf import json_format, text_format
+    from tritonclient.grpc import model_config_pb2
+
+    path = model_config_path(Path(model_dir), config_name)
+    if not path.is_file():
+        return {}
+    config = text_format.Parse(path.read_text(encoding="utf-8"), model_config_pb2.ModelConfig())
+    return json_format.MessageToDict(config, preserving_proto_field_name=True)
+
+
 def instance_kind(device: str) -> str:
     """Triton instance kind for a `--device` choice ("cpu" or "gpu")."""
     kinds = {"cpu": "KIND_CPU", "gpu": "KIND_GPU"}
@@ -348,6 +377,7 @@ def write_version(
         if missing:
             raise RepositoryError(f"build did not write {', '.join(missing)}")
         shutil.copyfile(model_py, staging / MODEL_PY)
+        copy_serving_contracts(staging)
         _write_json(staging / "labels.json", list(labels))
         _write_json(staging / "classifier.json", dict(classifier))
         _write_json(staging / "metrics.json", dict(metrics or {}))

@@ -26,6 +26,7 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
+from contracts.reference import write_reference
 from trainer.baseline import tfidf_baseline
 from trainer.checkpoint import Checkpoint, run_id
 from trainer.data import Columns, Example, Split, load_split, separate_validation
@@ -46,7 +47,7 @@ from trainer.modeling import build_classifier
 from trainer.onnx_runner import OnnxClassifier
 from trainer.options import TrainOptions
 from trainer.quantize import Precision, compare_variants, install_variant
-from trainer.reference import reference_statistics, write_reference
+from trainer.reference import reference_statistics
 from trainer.report import write_report
 from trainer.repository import (
     RepositoryError,

@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from contracts.reference import bin_counts
 from worker import drift
 from worker.drift import Assessment, Thresholds
 from worker.references import Reference
-from worker.window import CONFIDENCE_EDGES, Window, bin_counts
+from worker.window import CONFIDENCE_EDGES, Window
 
 REPORT_FORMAT = "labelstream.drift/1"
 

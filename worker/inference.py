@@ -14,6 +14,8 @@ import structlog
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from contracts import tensors
+from contracts.triton_request import requested_outputs, text_input
 from worker.metrics import TRITON_LATENCY
 
 log = structlog.get_logger(__name__)
@@ -57,17 +59,17 @@ def first_row_labels(result: grpcclient.InferResult) -> list[str]:
     decode all of them in Python, ~1 µs per label and text."""
     response = result.get_response()
     for index, output in enumerate(response.outputs):
-        if output.name != "LABELS":
+        if output.name != tensors.LABELS:
             continue
         if index >= len(response.raw_output_contents):
-            return [b.decode("utf-8") for b in result.as_numpy("LABELS")[0]]
+            return [b.decode("utf-8") for b in result.as_numpy(tensors.LABELS)[0]]
         raw, offset, labels = response.raw_output_contents[index], 0, []
         for _ in range(output.shape[-1]):
             (size,) = struct.unpack_from("<I", raw, offset)
             labels.append(raw[offset + 4 : offset + 4 + size].decode("utf-8"))
             offset += 4 + size
         return labels
-    raise InferenceServerException("Triton's answer has no LABELS output")
+    raise InferenceServerException(f"Triton's answer has no {tensors.LABELS} output")
 
 
 class TritonClassifier:
@@ -85,7 +87,8 @@ class TritonClassifier:
     ) -> None:
         self._url = url
         self._tls = dict(tls or {})  # `worker.security.triton_client_kwargs(settings)`
-        self._outputs = ("PROBS", "LABELS", "EMBEDDING") if with_embeddings else ("PROBS", "LABELS")
+        names = (tensors.PROBS, tensors.LABELS, tensors.EMBEDDING)
+        self._outputs = names if with_embeddings else names[:2]
         self._timeout_s = timeout_s
         self._retry_initial_s = retry_initial_s
         self._retry_max_s = retry_max_s
@@ -105,16 +108,13 @@ class TritonClassifier:
     async def _infer_once(
         self, model: str, texts: list[str], version: str | None
     ) -> Classification:
-        data = np.array([[t.encode("utf-8")] for t in texts], dtype=np.object_)
-        text_input = grpcclient.InferInput("TEXT", list(data.shape), "BYTES")
-        text_input.set_data_from_numpy(data)
-        outputs = [grpcclient.InferRequestedOutput(name) for name in self._outputs]
+        inputs, outputs = [text_input(texts)], requested_outputs(self._outputs)
         started = time.perf_counter()
         outcome = "error"
         try:
             result = await self.client.infer(
                 model,
-                [text_input],
+                inputs,
                 model_version=version or "",
                 outputs=outputs,
                 client_timeout=self._timeout_s,
@@ -122,10 +122,12 @@ class TritonClassifier:
             outcome = "ok"
         finally:
             TRITON_LATENCY.labels(model, outcome).observe(time.perf_counter() - started)
-        probs = result.as_numpy("PROBS")
+        probs = result.as_numpy(tensors.PROBS)
         labels = first_row_labels(result)
         version = result.get_response().model_version
-        embeddings = result.as_numpy("EMBEDDING") if "EMBEDDING" in self._outputs else None
+        embeddings = (
+            result.as_numpy(tensors.EMBEDDING) if tensors.EMBEDDING in self._outputs else None
+        )
         return Classification(model, version, labels, probs, embeddings)
 
     async def classify(

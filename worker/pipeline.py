@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 import structlog
 
+from contracts.text import model_text
 from worker.batching import chunks, halves, prepare_batch
 from worker.failures import TOO_LARGE
 from worker.inference import Classification, Classifier, InferenceRejected
@@ -25,7 +26,6 @@ from worker.messages import OutRecord, RawMessage
 from worker.registry import ModelEntry, assign, shadow_version
 from worker.schemas import InputMessage
 from worker.settings import Route, WorkerSettings
-from worker.text import model_text
 from worker.validation import Rejection, validate
 
 log = structlog.get_logger(__name__)

@@ -1,24 +1,22 @@
 """Each served version's reference statistics (`reference.json`), as the drift code needs them.
 
-The trainer writes `reference.json` next to every version in the model repository (format in
-`trainer/reference.py`). The worker reads it from the same repository, read-only, once per
-version; the projection matrix is regenerated from its seed and checked against its checksum.
+The trainer writes `reference.json` next to every version in the model repository; its format is
+the contract in `contracts/reference.py`. The worker reads it from the same repository,
+read-only, once per version, and refuses one the contract refuses (another format, other
+text-length bins, a projection matrix this numpy regenerates differently).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import structlog
 
-log = structlog.get_logger(__name__)
+from contracts.reference import REFERENCE_FILE, check_reference, read_reference
 
-FORMAT = "labelstream.reference/1"
-REFERENCE_FILE = "reference.json"
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,21 +42,11 @@ class Reference:
         return np.asarray(embeddings, dtype=np.float64) @ self.projection
 
 
-def projection_matrix(seed: int, dim: int, dims: int) -> np.ndarray:
-    """The Gaussian random projection named in reference.json (same recipe as the trainer)."""
-    return np.random.default_rng(seed).standard_normal((dim, dims)) / np.sqrt(dims)
-
-
 def parse_reference(model: str, version: str, stats: dict) -> Reference:
-    """Check the format and build the arrays; a reference that cannot be used raises ValueError."""
-    if stats.get("format") != FORMAT:
-        raise ValueError(f"unsupported reference format {stats.get('format')!r}")
-    embedding = stats["embedding"]
-    spec = embedding["projection"]
-    matrix = projection_matrix(int(spec["seed"]), int(embedding["dim"]), int(spec["dims"]))
-    checksum = hashlib.sha256(np.ascontiguousarray(matrix, dtype="<f8").tobytes()).hexdigest()
-    if checksum != spec["matrix_sha256"]:
-        raise ValueError("this numpy regenerates a different projection matrix than the trainer's")
+    """Check it against the contract and build the arrays; one that cannot be used raises
+    ValueError (`contracts.reference.ReferenceError` when the contract refuses it)."""
+    matrix = check_reference(stats)
+    spec = stats["embedding"]["projection"]
     confidence, length = stats["confidence"], stats["text_length"]
     return Reference(
         model=model,
@@ -99,7 +87,7 @@ class ReferenceStore:
     def _load(self, model: str, version: str) -> Reference | None:
         path = self.repository / model / version / REFERENCE_FILE
         try:
-            reference = parse_reference(model, version, json.loads(path.read_text("utf-8")))
+            reference = parse_reference(model, version, read_reference(path.parent))
         except FileNotFoundError:
             log.warning("reference_missing", model=model, version=version, path=str(path))
             return None

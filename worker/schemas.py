@@ -8,14 +8,14 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
-from worker.text import normalize_text
+from contracts.text import normalize_text
 
 MAX_META_DEPTH = 32
 """Deepest nesting accepted in `meta`: orjson cannot serialise past 254 levels, so a deeper
 `meta` would make the labelled record unpublishable; it is rejected up front instead."""
 
 # Control characters (Unicode Cc) other than tab, line feed and carriage return: refused in ids
-# and tags; in `text` and `title` they are normalised instead (`worker/text.py`).
+# and tags; in `text` and `title` they are normalised instead (`contracts/text.py`).
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 

@@ -10,17 +10,16 @@ of projected embeddings, so a window's size in memory does not grow with its mes
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
 
+from contracts.reference import LENGTH_EDGES, bin_counts
+
 CONFIDENCE_BINS = 100
 """The window keeps max-probabilities in 100 bins of 0.01: enough for quantiles and KS."""
 CONFIDENCE_EDGES: tuple[float, ...] = tuple(i / CONFIDENCE_BINS for i in range(CONFIDENCE_BINS + 1))
-LENGTH_EDGES: tuple[int, ...] = (0, 16, 32, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 2048, 4096)
-"""The trainer's text-length edges (`trainer.reference.LENGTH_EDGES`), in characters."""
 
 
 def encode_rows(rows: np.ndarray) -> str:
@@ -30,21 +29,6 @@ def encode_rows(rows: np.ndarray) -> str:
 
 def decode_rows(text: str, dims: int) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype="<f4").reshape(-1, dims).astype(np.float64)
-
-
-def bin_counts(
-    values: Sequence[float] | np.ndarray,
-    edges: Sequence[float],
-    weights: Sequence[float] | np.ndarray | None = None,
-) -> np.ndarray:
-    """Counts (or summed `weights`) over fixed edges; values outside them go to the end bins
-    (as in reference.json)."""
-    edges_arr = np.asarray(edges, dtype=np.float64)
-    values_arr = np.asarray(values, dtype=np.float64).reshape(-1)
-    bins = np.clip(np.searchsorted(edges_arr, values_arr, side="right") - 1, 0, edges_arr.size - 2)
-    if weights is not None:
-        weights = np.asarray(weights, dtype=np.float64)
-    return np.bincount(bins, weights=weights, minlength=edges_arr.size - 1)
 
 
 @dataclass

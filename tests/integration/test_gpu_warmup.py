@@ -20,6 +20,8 @@ import tritonclient.grpc as grpcclient
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
+from contracts import tensors
+from contracts.triton_request import text_input
 from devstack.local import LocalStack
 from trainer.publish import PublishError, config_override, publish
 from trainer.repository import gpu_render_options, render_config, write_warmup_text
@@ -37,9 +39,7 @@ def warm_config(trt_cache: Path) -> str:
 
 
 def infer_one(client: grpcclient.InferenceServerClient) -> np.ndarray:
-    request = grpcclient.InferInput("TEXT", [1, 1], "BYTES")
-    request.set_data_from_numpy(np.array([[b"great film"]], dtype=np.object_))
-    return client.infer(MODEL, [request]).as_numpy("PROBS")
+    return client.infer(MODEL, [text_input(["great film"])]).as_numpy(tensors.PROBS)
 
 
 def warmup_runs(log: Path, since: int) -> list[str]:

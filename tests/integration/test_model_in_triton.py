@@ -19,9 +19,13 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
+from contracts import tensors
+from contracts.triton_request import requested_outputs, text_input
 from devstack.state import StateFile, pid_alive
 from devstack.triton import LocalTriton
 from tests.integration.data import data_file
+from tests.integration.data import texts as news_texts
+from trainer.onnx_runner import OnnxClassifier
 from trainer.options import TrainOptions
 from trainer.publish import PublishError, publish
 from trainer.repository import write_version
@@ -94,12 +98,12 @@ def client(triton: LocalTriton) -> Iterator[grpcclient.InferenceServerClient]:
 
 
 def infer(
-    client: grpcclient.InferenceServerClient, texts: list[bytes], outputs: list[str] | None = None
+    client: grpcclient.InferenceServerClient,
+    texts: list[str] | list[bytes],
+    outputs: list[str] | None = None,
 ) -> grpcclient.InferResult:
-    text = grpcclient.InferInput("TEXT", [len(texts), 1], "BYTES")
-    text.set_data_from_numpy(np.array(texts, dtype=object).reshape(-1, 1))
-    requested = [grpcclient.InferRequestedOutput(name) for name in outputs] if outputs else None
-    return client.infer(MODEL, [text], outputs=requested)
+    requested = requested_outputs(outputs) if outputs else None
+    return client.infer(MODEL, [text_input(texts)], outputs=requested)
 
 
 def copy_version(repository: Path, source: Path, *, corrupt: bool = False) -> Path:
@@ -136,17 +140,17 @@ def test_batch_with_invalid_utf8(client: grpcclient.InferenceServerClient) -> No
         b"caf\xc3 \xff\xfe broken \x80 bytes",
         b"The striker scored twice as the home team won the cup final.",
     ]
-    result = infer(client, texts, ["PROBS", "LABELS", "EMBEDDING"])
+    result = infer(client, texts, [tensors.PROBS, tensors.LABELS, tensors.EMBEDDING])
 
-    probs = result.as_numpy("PROBS")
+    probs = result.as_numpy(tensors.PROBS)
     assert probs.shape == (3, len(LABELS))
     assert probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert (probs >= 0).all()
-    labels = result.as_numpy("LABELS")
+    labels = result.as_numpy(tensors.LABELS)
     assert labels.shape == (3, len(LABELS))
     assert [[label.decode() for label in row] for row in labels] == [LABELS] * 3
-    embedding = result.as_numpy("EMBEDDING")
+    embedding = result.as_numpy(tensors.EMBEDDING)
     assert embedding.shape == (3, EMBEDDING_DIM)
     assert np.isfinite(embedding).all()
     assert result.get_response().model_version == "1"
@@ -155,11 +159,28 @@ def test_batch_with_invalid_utf8(client: grpcclient.InferenceServerClient) -> No
 def test_embedding_is_only_returned_when_requested(
     client: grpcclient.InferenceServerClient,
 ) -> None:
-    result = infer(client, [b"only probabilities please"], ["PROBS", "LABELS"])
-    assert result.as_numpy("PROBS").shape == (1, len(LABELS))
-    assert result.as_numpy("EMBEDDING") is None
+    result = infer(client, [b"only probabilities please"], [tensors.PROBS, tensors.LABELS])
+    assert result.as_numpy(tensors.PROBS).shape == (1, len(LABELS))
+    assert result.as_numpy(tensors.EMBEDDING) is None
     everything = infer(client, [b"no outputs named: Triton returns all of them"])
-    assert everything.as_numpy("EMBEDDING").shape == (1, EMBEDDING_DIM)
+    assert everything.as_numpy(tensors.EMBEDDING).shape == (1, EMBEDDING_DIM)
+
+
+def test_trainer_evaluate_gets_the_probabilities_triton_serves(
+    repository: Path, client: grpcclient.InferenceServerClient
+) -> None:
+    """The same texts through model.py in Triton and through `trainer evaluate`'s runner.
+
+    Cut to 2..26 words, so the length-sorted chunks of the served recipe differ in width.
+    """
+    texts = [" ".join(text.split()[: 2 + i % 25]) for i, text in enumerate(news_texts("news", 48))]
+    served = infer(client, texts, [tensors.PROBS])
+    version = served.get_response().model_version
+
+    runner = OnnxClassifier.from_version_dir(repository / MODEL / version)
+    probs, _ = runner.predict(texts, batch_size=64, with_embedding=False)
+
+    np.testing.assert_allclose(probs, served.as_numpy(tensors.PROBS), rtol=0, atol=1e-5)
 
 
 def test_new_version_swaps_in_and_an_old_one_can_be_pinned(
@@ -184,6 +205,6 @@ def test_broken_version_is_refused_and_the_serving_one_stays(
     with pytest.raises(PublishError, match=f"refused version {broken.name}"):
         publish(MODEL, repository, triton.grpc_url)
 
-    result = infer(client, [b"still answering"], ["PROBS"])
-    assert result.as_numpy("PROBS").shape == (1, len(LABELS))
+    result = infer(client, [b"still answering"], [tensors.PROBS])
+    assert result.as_numpy(tensors.PROBS).shape == (1, len(LABELS))
     assert result.get_response().model_version == "1"

@@ -210,3 +210,10 @@ def test_dashboard_queries_only_metrics_the_worker_exports() -> None:
         "drift_status",
     ):
         assert any(required in name for name in used), required
+
+
+@pytest.mark.parametrize("image", ["worker", "trainer"])
+def test_images_copy_the_contracts_package(image: str) -> None:
+    """Both sides import contracts/ (pyproject ships it): an image without it cannot start."""
+    text = (ROOT / "docker" / f"{image}.Dockerfile").read_text()
+    assert re.search(r"^COPY contracts \./contracts$", text, re.M)

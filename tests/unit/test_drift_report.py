@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -129,6 +131,39 @@ def test_reference_store_tolerates_missing_and_foreign_files(tmp_path) -> None:
     (tmp_path / "news" / "2").mkdir(parents=True)
     (tmp_path / "news" / "2" / "reference.json").write_text('{"format": "other"}')
     assert store.get("news", "2") is None
+
+
+def reference_stats() -> dict:
+    """A reference.json as the trainer writes it (small: 60 rows)."""
+    predicted, probs, embeddings, lengths = make_data(np.random.default_rng(2), 60, [1 / 3] * 3)
+    texts = ["x" * int(n) for n in lengths]
+    return reference_statistics(predicted, probs, texts, embeddings, LABELS, seed=7)
+
+
+def test_a_reference_binned_at_other_length_edges_is_refused_not_half_compared(tmp_path) -> None:
+    stats = reference_stats()
+    edges = stats["text_length"]["edges"]
+    stats["text_length"]["edges"] = [edge * 2 for edge in edges]
+    with pytest.raises(ValueError, match="text length"):
+        parse_reference("news", "4", stats)
+    version_dir = tmp_path / "news" / "4"
+    version_dir.mkdir(parents=True)
+    (version_dir / "reference.json").write_text(json.dumps(stats))
+    assert ReferenceStore(tmp_path).get("news", "4") is None
+
+
+@pytest.mark.parametrize(
+    ("part", "value", "refusal"),
+    [
+        ("method", "orthogonal", "projection method"),
+        ("matrix_sha256", "0" * 64, "different projection matrix"),
+    ],
+)
+def test_a_reference_projected_otherwise_is_refused(part: str, value: str, refusal: str) -> None:
+    stats = reference_stats()
+    stats["embedding"]["projection"][part] = value
+    with pytest.raises(ValueError, match=refusal):
+        parse_reference("news", "4", stats)
 
 
 def test_shadow_and_canary_sections(reference: Reference) -> None:

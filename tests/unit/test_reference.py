@@ -1,4 +1,5 @@
-"""reference.json statistics on inputs small enough to check by hand."""
+"""reference.json: the trainer's statistics on inputs small enough to check by hand, and the
+contract (bins, projection, read/write) both sides use."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from contracts import reference as contract
 from trainer import reference as ref
 
 LABELS = ["negative", "positive"]
@@ -33,14 +35,18 @@ def stats(**overrides) -> dict:
 
 
 def test_histogram_counts_every_value_in_fixed_bins() -> None:
-    result = ref.histogram([0.0, 0.25, 0.5, 0.99, 1.0, -1.0, 2.0], [0.0, 0.5, 1.0])
+    result = contract.histogram([0.0, 0.25, 0.5, 0.99, 1.0, -1.0, 2.0], [0.0, 0.5, 1.0])
     assert result == {
         "edges": [0.0, 0.5, 1.0],
         "counts": [3, 4],
         "fractions": [3 / 7, 4 / 7],
     }
     with pytest.raises(ValueError, match="increasing"):
-        ref.histogram([1.0], [0.0, 0.0, 1.0])
+        contract.histogram([1.0], [0.0, 0.0, 1.0])
+
+
+def test_bin_counts_put_out_of_range_values_in_end_bins() -> None:
+    assert contract.bin_counts([-5, 0, 0.5, 1, 9], [0, 1, 2]).tolist() == [3, 2]
 
 
 def test_label_distributions_of_predictions_and_truth() -> None:
@@ -67,7 +73,7 @@ def test_confidence_histogram_uses_max_probability() -> None:
 def test_text_length_histogram_counts_characters() -> None:
     lengths = stats()["text_length"]
     assert lengths["unit"] == "characters"
-    assert lengths["edges"] == list(ref.LENGTH_EDGES)
+    assert lengths["edges"] == list(contract.LENGTH_EDGES)
     # 3 -> [0, 16), 16 -> [16, 32), 40 code points (80 UTF-8 bytes) -> [32, 64), 5000 -> last
     assert {i: c for i, c in enumerate(lengths["counts"]) if c} == {0: 1, 1: 1, 2: 1, 12: 1}
     assert lengths["mean"] == pytest.approx((3 + 16 + 40 + 5000) / 4)
@@ -80,10 +86,10 @@ def test_embedding_mean_std_and_projection() -> None:
     assert embedding["mean"] == [1.0, 1.0]
     assert embedding["std"] == pytest.approx([math.sqrt(0.5), math.sqrt(0.5)])
     projection = embedding["projection"]
-    matrix = ref.projection_matrix(7, 2, 3)
+    matrix = contract.projection_matrix(7, 2, 3)
     assert matrix.shape == (2, 3)
     assert projection["seed"] == 7 and projection["dims"] == 3
-    assert projection["matrix_sha256"] == ref.matrix_sha256(matrix)
+    assert projection["matrix_sha256"] == contract.matrix_sha256(matrix)
     assert projection["sample_size"] == 4
     np.testing.assert_allclose(projection["sample"], EMBEDDINGS @ matrix, atol=1e-6)
     sample = np.array(projection["sample"])
@@ -110,7 +116,7 @@ def test_sample_is_capped_deterministic_and_in_original_order() -> None:
     other = stats(**common, seed=8)["embedding"]["projection"]
     assert first == again and first["sample_size"] == 8
     assert other["matrix_sha256"] != first["matrix_sha256"]
-    projected = np.round(embeddings @ ref.projection_matrix(7, 6, 4), 6)
+    projected = np.round(embeddings @ contract.projection_matrix(7, 6, 4), 6)
     rows = [int(np.flatnonzero((projected == row).all(axis=1))[0]) for row in first["sample"]]
     assert rows == sorted(rows) and len(set(rows)) == 8
 
@@ -133,14 +139,22 @@ def test_bad_inputs_are_refused(override: dict, message: str) -> None:
 
 def test_write_and_read_round_trip(tmp_path: Path) -> None:
     result = stats()
-    path = ref.write_reference(tmp_path, result)
+    path = contract.write_reference(tmp_path, result)
     assert path == tmp_path / "reference.json"
     assert json.loads(path.read_text()) == result
-    assert ref.read_reference(tmp_path) == result
+    assert contract.read_reference(tmp_path) == result
     assert [p.name for p in tmp_path.iterdir()] == ["reference.json"]
     with pytest.raises(ValueError):
-        ref.write_reference(tmp_path, {**result, "examples": float("nan")})
+        contract.write_reference(tmp_path, {**result, "examples": float("nan")})
     assert [p.name for p in tmp_path.iterdir()] == ["reference.json"]
     path.write_text(json.dumps({"format": "other/9"}))
     with pytest.raises(ValueError, match="unsupported"):
-        ref.read_reference(tmp_path)
+        contract.read_reference(tmp_path)
+
+
+def test_a_reference_readers_would_refuse_is_not_written(tmp_path: Path) -> None:
+    result = stats()
+    result["text_length"]["edges"] = [0, 1]
+    with pytest.raises(contract.ReferenceError, match="text length"):
+        contract.write_reference(tmp_path, result)
+    assert list(tmp_path.iterdir()) == []

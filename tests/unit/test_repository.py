@@ -57,12 +57,16 @@ def test_write_version_lays_out_a_complete_version(tmp_path: Path) -> None:
     assert version_dir == tmp_path / "sentiment" / "1"
     assert sorted(p.name for p in version_dir.iterdir()) == [
         "classifier.json",
+        "contracts",
         "labels.json",
         "metrics.json",
         "model.onnx",
         "model.py",
         "tokenizer.json",
     ]
+    for name in ("__init__.py", "serving.py", "tensors.py"):
+        copied = version_dir / "contracts" / name
+        assert copied.read_bytes() == (REPO_ROOT / "contracts" / name).read_bytes()
     assert json.loads((version_dir / "labels.json").read_text()) == list(LABELS)
     assert json.loads((version_dir / "classifier.json").read_text()) == {"max_length": 32}
     source = REPO_ROOT / "triton_models" / "model.py"

@@ -1,4 +1,5 @@
-"""triton_models/model.py run in-process on a tiny real version (ONNX Runtime, real tokenizer).
+"""triton_models/model.py and its recipe (contracts/serving.py) run in-process on a tiny real
+version (ONNX Runtime, real tokenizer).
 
 The served model sorts a batch by token length and runs it in chunks, each padded only to its
 own longest text; these tests fix that the answers come back in input order and equal one
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from contracts import serving
 from tests.unit.tiny_model import MODEL, TEXTS, shared_version
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -57,8 +59,8 @@ def load(served: types.ModuleType, version_dir: Path, rows_per_run: int):
     return model
 
 
-def test_pad_fills_to_the_longest_row_and_masks_the_rest(served) -> None:
-    ids, mask = served._pad([[5, 6, 7], [8]], pad_id=0)
+def test_pad_fills_to_the_longest_row_and_masks_the_rest() -> None:
+    ids, mask = serving.pad([[5, 6, 7], [8]], 0)
     assert ids.tolist() == [[5, 6, 7], [8, 0, 0]]
     assert mask.tolist() == [[1, 1, 1], [1, 0, 0]]
 
@@ -70,31 +72,31 @@ def test_chunked_length_sorted_runs_answer_in_input_order(served, tmp_path_facto
     whole = load(served, version_dir, rows_per_run=64)
     chunked = load(served, version_dir, rows_per_run=2)
     sent_ids: list[np.ndarray] = []
-    run = chunked.session.run
+    run = chunked.served.session.run
 
     def spy(names, feeds):
         sent_ids.append(feeds["input_ids"])
         return run(names, feeds)
 
-    chunked.session.run = spy
-    probs, embedding = chunked._run(texts, with_embedding=True)
-    expected_probs, expected_embedding = whole._run(texts, with_embedding=True)
+    chunked.served.session.run = spy
+    probs, embedding = chunked.served.run(texts, with_embedding=True)
+    expected_probs, expected_embedding = whole.served.run(texts, with_embedding=True)
 
     assert [len(ids) for ids in sent_ids] == [2, 2, 2, 2, 2, 1]
     widths = [ids.shape[1] for ids in sent_ids]
     assert widths == sorted(widths), "chunks go shortest first"
     np.testing.assert_allclose(probs, expected_probs, atol=1e-5)
     np.testing.assert_allclose(embedding, expected_embedding, atol=1e-5)
-    single = np.concatenate([whole._run([text], with_embedding=False)[0] for text in texts])
+    single = np.concatenate([whole.served.run([text], with_embedding=False)[0] for text in texts])
     np.testing.assert_allclose(probs, single, atol=1e-5)
 
 
-def test_threads_are_the_cores_shared_out_between_cpu_instances(served) -> None:
+def test_threads_are_the_cores_shared_out_between_cpu_instances() -> None:
     import os
 
     cores = len(os.sched_getaffinity(0))
     two = {"instance_group": [{"count": 2, "kind": "KIND_CPU"}]}
     gpu = {"instance_group": [{"count": 2, "kind": "KIND_GPU"}]}
-    assert served._default_intra_op_threads(two) == max(1, cores // 2)
-    assert served._default_intra_op_threads(gpu) == cores
-    assert served._default_intra_op_threads({}) == cores
+    assert serving.default_intra_op_threads(two) == max(1, cores // 2)
+    assert serving.default_intra_op_threads(gpu) == cores
+    assert serving.default_intra_op_threads({}) == cores

@@ -2,7 +2,7 @@
 
 import pytest
 
-from worker.text import model_text, normalize_text
+from contracts.text import model_text, normalize_text
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,6 @@ from worker.window import (
     Sample,
     Window,
     WindowPolicy,
-    bin_counts,
     decode_rows,
     encode_rows,
 )
@@ -37,10 +36,6 @@ def sample(version="1", predicted=(0, 1, 1), dead=0, sent_at=100.0, rows=None) -
     if rows is not None:
         out.embedding, out.dims = encode_rows(rows), rows.shape[1]
     return out
-
-
-def test_bin_counts_put_out_of_range_values_in_end_bins() -> None:
-    assert bin_counts([-5, 0, 0.5, 1, 9], [0, 1, 2]).tolist() == [3, 2]
 
 
 def test_rows_round_trip_as_float32() -> None:
