@@ -131,7 +131,7 @@ async def traffic(settings: WorkerSettings) -> tuple[list, list, list]:
     dead = await read_topics(
         bootstrap, [settings.deadletter_topic], expect=len(MALFORMED), timeout_s=60, settle_s=1
     )
-    drift = await read_topics(bootstrap, [settings.drift_topic], expect=2, timeout_s=60, settle_s=1)
+    drift = await read_topics(bootstrap, [settings.drift.topic], expect=2, timeout_s=60, settle_s=1)
     texts = dict(news + reviews)
     return (
         [(orjson.loads(r.value), texts) for r in labelled],

@@ -47,7 +47,8 @@ def test_metrics_endpoint_counts_real_traffic(routes_settings, start_worker, mon
     port = free_port()
     monkeypatch.setenv("METRICS_PORT", str(port))
     monkeypatch.setenv("METRICS_LAG_INTERVAL_S", "1")
-    settings = routes_settings.model_copy(update={"drift_window_messages": 10})
+    drift = routes_settings.drift.model_copy(update={"window_messages": 10})
+    settings = routes_settings.model_copy(update={"drift": drift})
     news_route, reviews_route = settings.routes
     news = [
         (f"n-{i}".encode(), orjson.dumps({"id": f"n-{i}", "text": t}))
