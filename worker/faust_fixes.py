@@ -5,10 +5,10 @@ stream partitions and *then* seeks them back to their committed offsets. Records
 between reach the streams, and the seek resets the consumer's read offsets under them: the
 records fetched right after the committed offset, up to the fetch in flight, were never
 delivered (measured here: offsets 13-25 of three partitions skipped after a worker was killed
-and another took over; `tests/integration/test_restart.py` caught it in two of three runs).
-The two recovery methods below are Faust's own with one change: the seek happens while the
-stream partitions are still paused, so the first record fetched after resuming is the committed
-one.
+and another took over; `test_restart.py`, since folded into `tests/integration/test_faults.py`,
+caught it in two of three runs). The two recovery methods below are Faust's own with one
+change: the seek happens while the stream partitions are still paused, so the first record
+fetched after resuming is the committed one.
 
 Never drop a fetched record. `Consumer.getmany` skips records of partitions that are paused
 (or whose flow stopped, or whose generation changed) by the time the fetch returns, but the

@@ -210,6 +210,7 @@ class Rewinding(Fetching):
     def __init__(self) -> None:
         super().__init__({TP0})
         self.seeks: list[tuple[TP, int]] = []
+        self._to_message = lambda tp, record: record
 
     async def seek(self, tp: TP, offset: int) -> None:
         self.seeks.append((tp, offset))
