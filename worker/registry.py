@@ -218,7 +218,8 @@ class RegistryReader:
         verdict = judge(previous, entry)
         if verdict is None:
             return
-        self.history.append(Decision(entry, verdict, previous.revision if previous else None))
+        held = previous.revision if previous else None
+        self.history.append(Decision(entry, verdict, held))
         if not verdict:
             log.warning(
                 "registry_write_rejected",
@@ -226,7 +227,7 @@ class RegistryReader:
                 change=entry.event,
                 by=entry.by,
                 base=entry.base,
-                revision=previous.revision if previous else None,
+                revision=held,
             )
             return
         self.entries[model] = entry
