@@ -300,7 +300,7 @@ async def phase(
             "routes": [Route(**route)],
             "app_id": app_id,
             "deadletter_topic": deadletter,
-            "drift_topic": f"bench.drift.{app_id}",
+            "drift": settings.drift.model_copy(update={"topic": f"bench.drift.{app_id}"}),
         }
     )
     await ensure_topics(worker_settings, extra=[floor_sink])

@@ -178,7 +178,7 @@ def start_worker(settings, app_id: str, route, state: Path, max_batch: int) -> s
             "app_id": app_id,
             "routes": [Route(**route)],
             "deadletter_topic": f"bench.deadletter.{app_id}",
-            "drift_topic": f"bench.drift.{app_id}",
+            "drift": settings.drift.model_copy(update={"topic": f"bench.drift.{app_id}"}),
             "state_dir": state / app_id,
             "max_batch": max_batch,
             # naive = one message per call, one call at a time, as in Faust's examples

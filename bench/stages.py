@@ -10,20 +10,22 @@ from pathlib import Path
 
 IDLE = ("select (selectors.py", "_worker (concurrent", "wait (threading.py")
 STAGES: list[tuple[str, tuple[str, ...]]] = [
+    # before the drift agent: batch_samples and sample_records live in drift_flow.py too
+    ("drift samples (projection, encoding)", ("batch_samples", "references.py", "sample_record",
+                                              "Sample.")),
     ("drift agent (windows, reports, MMD)", ("drift_windows", "drift.py", "drift_report.py",
-                                             "DriftState", "Window.", "drift_flow.py:1")),
-    ("drift samples (projection, encoding)", ("batch_samples", "references.py", "extras",
-                                              "_sample_record", "Sample.")),
+                                             "DriftState", "Window.", "drift_flow.py",
+                                             "rollout_guard.py")),
     ("validation (orjson, mapping, pydantic)", ("validation.py", "mapping.py", "schemas.py")),
     ("Triton client (gRPC, numpy)", ("inference.py", "tritonclient", "grpc/")),
     ("labelled records", ("labelling.py",)),
-    ("publish (batching, aiokafka producer, send)", ("publishing.py", "app.py:publish",
+    ("publish (batching, aiokafka producer, send)", ("publishing.py", "route_flow.py:publish",
                                                      "partitioning.py", "aiokafka/producer",
                                                      "faust/topics.py",
                                                      "aiokafka/record", "aiokafka/codec",
                                                      "faust/transport/producer")),
     ("pipeline, dispatcher, intake, ack", ("pipeline.py", "batching.py", "intake.py",
-                                           "failures.py", "app.py")),
+                                           "failures.py", "route_flow.py", "app.py")),
 ]  # fmt: skip
 CONSUME = "consume (Faust consumer and conductor, aiokafka fetch)"
 """What is left of Faust, mode and aiokafka once the stages above took theirs (a socket write

@@ -114,7 +114,7 @@ async def traffic(settings: WorkerSettings) -> tuple[list, list, list]:
     dead = await read_topics(
         bootstrap, [settings.deadletter_topic], expect=len(MALFORMED), timeout_s=60, settle_s=1
     )
-    drift = await read_topics(bootstrap, [settings.drift_topic], expect=2, timeout_s=60, settle_s=1)
+    drift = await read_topics(bootstrap, [settings.drift.topic], expect=2, timeout_s=60, settle_s=1)
     texts = dict(news + reviews)
     return (
         [(orjson.loads(r.value), texts) for r in labelled],
@@ -160,7 +160,8 @@ def main() -> int:
     try:
         console.print("[cyan]starting Kafka and Triton …")
         asyncio.run(stack.up(load_models=[m for m, _, _ in TASKS.values()]))
-        demo = stack.settings.model_copy(update={"drift_window_messages": DEMO_DRIFT_WINDOW})
+        drift = stack.settings.drift.model_copy(update={"window_messages": DEMO_DRIFT_WINDOW})
+        demo = stack.settings.model_copy(update={"drift": drift})
         worker = start_worker(demo, state_dir / "worker.log")
         started = time.monotonic()
         labelled, dead, drift = asyncio.run(traffic(stack.settings))

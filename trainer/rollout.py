@@ -5,6 +5,10 @@ serves (`serve_versions`, policy `specific`) and what the registry topic says (w
 follow). A version is loaded and warmed up *before* the registry sends traffic to it, and a
 version is unloaded only `grace_s` *after* the registry stopped sending traffic to it, so a
 worker that reads the registry a little late still finds every version it routes to.
+
+The registry write is a compare-and-set on the revision read at the start of the step
+(`worker/registry.py`): when a worker's automatic rollback changed the entry meanwhile, the
+step fails with `RolloutError` instead of overwriting it; run it again on the new state.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import structlog
 
 from trainer.publish import PublishError, serve_versions
 from trainer.repository import latest_version, list_versions, model_path
-from worker.registry import Candidate, ModelEntry, read_registry, write_entry
+from worker.registry import Candidate, ModelEntry, StaleRevision, read_registry, write_entry
 
 log = structlog.get_logger(__name__)
 
@@ -153,6 +157,7 @@ class Rollout:
         self, entry: ModelEntry | None, event: str, labels: dict[int, list[str]], **changes
     ) -> ModelEntry:
         base = entry.model_dump() if entry else {"model": self.model}
+        read = entry.revision if entry else 0
         merged_labels = dict(base.get("labels", {}))
         merged_metrics = dict(base.get("metrics", {}))
         for version, names in labels.items():
@@ -167,11 +172,18 @@ class Rollout:
                 "event": event,
                 "by": self.by or getpass.getuser(),
                 "at": datetime.now(UTC).isoformat(),
+                "base": read,
+                "revision": read + 1,
             }
         )
-        asyncio.run(
-            write_entry(self.bootstrap_servers, self.registry_topic, updated, self.kafka_security)
-        )
+        try:
+            asyncio.run(
+                write_entry(
+                    self.bootstrap_servers, self.registry_topic, updated, self.kafka_security
+                )
+            )
+        except StaleRevision as exc:
+            raise RolloutError(f"{exc}; run the step again") from exc
         log.info(
             "rollout.registry_written",
             model=self.model,

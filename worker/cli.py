@@ -167,7 +167,7 @@ def drift_tail(
     records = asyncio.run(
         read_topics(
             settings.kafka_bootstrap_servers,
-            [settings.drift_topic],
+            [settings.drift.topic],
             security=kafka_client_kwargs(settings),
         )
     )
@@ -180,7 +180,7 @@ def drift_tail(
         for report in reports:
             print(orjson.dumps(report).decode())
         return
-    title = f"{len(reports)} drift reports on {settings.drift_topic}"
+    title = f"{len(reports)} drift reports on {settings.drift.topic}"
     Console(width=max(Console().width, 160)).print(drift_table(reports, title))
 
 

@@ -5,10 +5,10 @@ stream partitions and *then* seeks them back to their committed offsets. Records
 between reach the streams, and the seek resets the consumer's read offsets under them: the
 records fetched right after the committed offset, up to the fetch in flight, were never
 delivered (measured here: offsets 13-25 of three partitions skipped after a worker was killed
-and another took over; `tests/integration/test_restart.py` caught it in two of three runs).
-The two recovery methods below are Faust's own with one change: the seek happens while the
-stream partitions are still paused, so the first record fetched after resuming is the committed
-one.
+and another took over; `test_restart.py`, since folded into `tests/integration/test_faults.py`,
+caught it in two of three runs). The two recovery methods below are Faust's own with one
+change: the seek happens while the stream partitions are still paused, so the first record
+fetched after resuming is the committed one.
 
 Never drop a fetched record. `Consumer.getmany` skips records of partitions that are paused
 (or whose flow stopped, or whose generation changed) by the time the fetch returns, but the
@@ -31,10 +31,20 @@ robinhood/faust#563; the same call is named in faust-streaming/faust#229). The r
 the callback at once; only when it has to wait (a full stream buffer, flow control) is the rest
 raced against `suspend_flow` exactly as before.
 
-Upstream links: getmany drops / resume before seek were found here (tests/integration/
-test_restart.py); `_new_offset` is the trap in shared/notes (faust-streaming 0.15.3
-`Consumer._new_offset`). Every patch copies a method of faust-streaming 0.15.3, so `apply`
-refuses any other version (`check_version`) rather than patching code it was not written for.
+Upstream issues each patch works around (faust-streaming 0.15.3 has none of them fixed):
+- seek before resume: https://github.com/faust-streaming/faust/issues/216 (resume before the
+  seek to committed offsets leaves a gap; PR #217 reordered the flow resume only) and
+  https://github.com/faust-streaming/faust/issues/221 (records prefetched before a rebalance);
+- getmany rewind: https://github.com/robinhood/faust/issues/580 (records fetched while a
+  rebalance stops the flow are dropped; fix proposed in robinhood/faust#583, never merged);
+- `_new_offset`: https://github.com/faust-streaming/faust/issues/606 (commit past an
+  in-flight message; fix proposed in PR #707) and https://github.com/robinhood/faust/issues/682;
+- no Tasks per record: https://github.com/robinhood/faust/issues/563 and
+  https://github.com/faust-streaming/faust/issues/229.
+Each patch has a unit test that fails on Faust's own method (tests/unit/test_faust_fixes.py),
+and the rebalance case in `make test` is tests/integration/test_rebalance.py. Every patch
+copies a method of faust-streaming 0.15.3, so `apply` refuses any other version
+(`check_version`) rather than patching code it was not written for.
 """
 
 from __future__ import annotations
@@ -155,8 +165,12 @@ async def getmany(self: Consumer, timeout: float) -> AsyncIterator[tuple[TP, Mes
         log.debug("faust_fix_rewound", topic=tp.topic, partition=tp.partition, offset=offset)
 
 
+# Faust's own methods, for the tests that show each trap (and for `new_offset`).
 _faust_new_offset = Consumer._new_offset  # noqa: SLF001
 _faust_drain_messages = Consumer._drain_messages  # noqa: SLF001
+_faust_getmany = Consumer.getmany
+_faust_resume_streams = Recovery._resume_streams  # noqa: SLF001
+_faust_on_recovery_completed = Recovery.on_recovery_completed
 
 
 def new_offset(self: Consumer, tp: TP) -> int | None:

@@ -1,16 +1,27 @@
 """The model registry: which version of each model serves, which is a candidate, in what role.
 
 Its records live in the compacted Kafka topic `labelstream.models` (key = model name, value =
-the model's whole current `ModelEntry`), written by `trainer publish/promote/rollback` and read
-by every worker. `assign` is the pure routing rule the classify agents apply per message.
+the model's whole current `ModelEntry`), read by every worker and by the trainer. Two kinds of
+writer change it: `trainer publish/canary/shadow/promote/rollback` (`trainer/rollout.py`) and
+each worker's automatic rollback of a failing candidate (`worker/rollout_guard.py`).
+
+Kafka has no compare-and-set, so every reader applies the same rule in the same order (one key,
+one partition): a record states the `revision` it was `based` on, and one whose base is not the
+revision the reader holds lost a race and is rejected (`RegistryReader.history` keeps every
+decision; the loser re-publishes the winner, so the topic's last record per key, all that
+compaction keeps, is always an accepted one). `assign` is the pure routing rule the classify
+agents apply per message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import zlib
+from collections import deque
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import structlog
@@ -50,6 +61,50 @@ class ModelEntry(BaseModel):
     at: str
     note: str | None = None
     """Why the last change happened, when a machine made it (automatic rollback)."""
+    revision: int = 0
+    """Accepted changes so far (0 in records written before revisions existed)."""
+    base: int | None = None
+    """The revision the writer read (compare-and-set); None: written without one (older
+    releases), accepted as it comes."""
+
+    def revise(self, **changes: Any) -> ModelEntry:
+        """This entry with `changes`, stating that it was made from this revision."""
+        return self.model_copy(
+            update={**changes, "base": self.revision, "revision": self.revision + 1}
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One registry record as the readers judged it: the audit trail of every attempt."""
+
+    entry: ModelEntry
+    accepted: bool
+    held: int | None
+    """The revision the reader held when the record came (None: no entry yet)."""
+
+
+def judge(current: ModelEntry | None, entry: ModelEntry) -> bool | None:
+    """True: `entry` replaces `current`; False: it is stale (its writer read an older
+    revision) and is rejected; None: it repeats `current` (a loser re-publishing the winner)."""
+    if current is None:
+        return True
+    if entry.model_dump() == current.model_dump():
+        return None
+    return entry.base is None or entry.base == current.revision
+
+
+class StaleRevision(RuntimeError):
+    """A write lost its compare-and-set: the registry moved on after the writer read it."""
+
+    def __init__(self, attempted: ModelEntry, current: ModelEntry | None) -> None:
+        held = current.revision if current else None
+        super().__init__(
+            f"registry entry of {attempted.model!r} changed while this change was made "
+            f"(read revision {attempted.base}, now {held}): {attempted.event} not applied"
+        )
+        self.attempted = attempted
+        self.current = current
 
 
 def bucket(message_id: str) -> float:
@@ -112,9 +167,7 @@ def auto_rollback(
         why = f"shadow version {candidate.version} agreed on only {agreement:.1%} of labels"
     if why is None:
         return None
-    return entry.model_copy(
-        update={"candidate": None, "event": "auto_rollback", "by": by, "at": at, "note": why}
-    )
+    return entry.revise(candidate=None, event="auto_rollback", by=by, at=at, note=why)
 
 
 class RegistryReader:
@@ -122,6 +175,7 @@ class RegistryReader:
 
     `ready()` starts the reader on first use and returns once everything already on the topic
     has been read, so a worker never labels a message before it knows which version serves.
+    Records are judged as they come (`judge`); `history` keeps the latest decisions.
     """
 
     def __init__(
@@ -131,6 +185,7 @@ class RegistryReader:
         self.topic = topic
         self.security = dict(security or {})
         self.entries: dict[str, ModelEntry] = {}
+        self.history: deque[Decision] = deque(maxlen=1000)
         self._task: asyncio.Task | None = None
         self._caught_up = asyncio.Event()
 
@@ -160,15 +215,52 @@ class RegistryReader:
             log.error("registry_record_invalid", model=model, error=str(exc))
             return
         previous = self.entries.get(model)
-        self.entries[model] = entry
-        if previous != entry:
-            log.info(
-                "registry_update",
+        verdict = judge(previous, entry)
+        if verdict is None:
+            return
+        held = previous.revision if previous else None
+        self.history.append(Decision(entry, verdict, held))
+        if not verdict:
+            log.warning(
+                "registry_write_rejected",
                 model=model,
                 change=entry.event,
-                active=entry.active,
-                candidate=entry.candidate.model_dump() if entry.candidate else None,
+                by=entry.by,
+                base=entry.base,
+                revision=held,
             )
+            return
+        self.entries[model] = entry
+        log.info(
+            "registry_update",
+            model=model,
+            change=entry.event,
+            revision=entry.revision,
+            active=entry.active,
+            candidate=entry.candidate.model_dump() if entry.candidate else None,
+        )
+
+    def decision(self, entry: ModelEntry) -> Decision | None:
+        """How the readers judged `entry`, once this reader has read it."""
+        wanted = entry.model_dump()
+        return next((d for d in self.history if d.entry.model_dump() == wanted), None)
+
+    async def settle(self, entry: ModelEntry, timeout_s: float = 30.0) -> Decision:
+        """Wait until this reader has read and judged `entry` (a record just written)."""
+        await self.ready()
+        deadline = time.monotonic() + timeout_s
+        while (found := self.decision(entry)) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"registry record of {entry.model!r} not read back")
+            await asyncio.sleep(0.05)
+        return found
+
+    async def close(self) -> None:
+        """Stop following the topic."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
     async def _follow(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -209,10 +301,7 @@ async def read_registry(
         await reader.ready()
         return dict(reader.entries)
     finally:
-        if reader._task is not None:
-            reader._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader._task
+        await reader.close()
 
 
 async def write_entry(
@@ -221,13 +310,34 @@ async def write_entry(
     entry: ModelEntry,
     security: Mapping[str, Any] | None = None,
 ) -> None:
-    """Publish a model's new entry and wait until the broker has it."""
+    """Publish a model's new entry, then read the registry back: raises `StaleRevision` when
+    the readers rejected it, after re-publishing the entry that won."""
+    reader = RegistryReader(bootstrap_servers, topic, security)
+    try:
+        await _send(bootstrap_servers, topic, entry, security)
+        decided = await reader.settle(entry)
+        if not decided.accepted:
+            current = reader.get(entry.model)
+            if current is not None:
+                await _send(bootstrap_servers, topic, current, security)
+            raise StaleRevision(entry, current)
+    finally:
+        await reader.close()
+
+
+def record_of(entry: ModelEntry) -> tuple[bytes, bytes]:
+    """The registry topic's key and value for `entry`."""
+    return entry.model.encode("utf-8"), entry.model_dump_json().encode("utf-8")
+
+
+async def _send(
+    bootstrap_servers: str, topic: str, entry: ModelEntry, security: Mapping[str, Any] | None
+) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", **(security or {}))
     try:
         # stop() also closes what a failed start() left open (no unclosed-client warnings)
         await producer.start()
-        await producer.send_and_wait(
-            topic, key=entry.model.encode("utf-8"), value=entry.model_dump_json().encode("utf-8")
-        )
+        key, value = record_of(entry)
+        await producer.send_and_wait(topic, key=key, value=value)
     finally:
         await producer.stop()

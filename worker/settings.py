@@ -83,6 +83,51 @@ DEFAULT_ROUTES = [
 ]
 
 
+class DriftSettings(BaseModel):
+    """Drift monitoring, one `DRIFT_<FIELD>` environment variable per field (`WorkerSettings`
+    splits `DRIFT_WINDOW_S` into `drift.window_s`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Publish drift reports per model and window.")
+    topic: str = Field("labelstream.drift", description="Where drift reports go (key = model).")
+    window_s: float = Field(60.0, gt=0, description="A window closes after this many seconds…")
+    window_messages: int = Field(1000, ge=1, description="…or after this many messages.")
+    tick_s: float = Field(
+        5.0, gt=0, description="How often idle windows are checked for their time limit."
+    )
+    embedding_sample: int = Field(
+        256, ge=2, description="Projected embeddings kept per window (reservoir sample) for MMD."
+    )
+    permutations: int = Field(
+        1000, ge=10, description="Permutations of the MMD test (its smallest p is 1/(n+1))."
+    )
+    confidence_threshold: float = Field(
+        0.5, gt=0, lt=1, description="Reports the share of messages labelled below this."
+    )
+    alpha: float = Field(
+        0.001, gt=0, lt=1, description="A shift counts only when its test's p-value is below this."
+    )
+    psi_warn: float = Field(0.1, ge=0, description="Label/length PSI that warns.")
+    psi_drift: float = Field(0.25, ge=0, description="Label/length PSI that means drift.")
+    ks_warn: float = Field(0.1, ge=0, description="Confidence KS distance that warns.")
+    ks_drift: float = Field(0.2, ge=0, description="Confidence KS distance that means drift.")
+    mmd_warn: float = Field(0.02, ge=0, description="Embedding MMD² that warns.")
+    mmd_drift: float = Field(0.05, ge=0, description="Embedding MMD² that means drift.")
+    deadletter_warn: float = Field(0.05, ge=0, description="Dead-letter rate that warns.")
+    deadletter_drift: float = Field(0.25, ge=0, description="Dead-letter rate that means drift.")
+
+    @model_validator(mode="after")
+    def _permutations_can_reach_alpha(self) -> DriftSettings:
+        smallest_p = 1.0 / (self.permutations + 1)
+        if smallest_p >= self.alpha:
+            raise ValueError(
+                f"DRIFT_PERMUTATIONS={self.permutations} cannot give a p-value below "
+                f"DRIFT_ALPHA={self.alpha}: use at least {int(1 / self.alpha)}"
+            )
+        return self
+
+
 class WorkerSettings(BaseSettings, KafkaSecurity, TritonTLS):
     """Settings of the worker; the embedded local stack (`devstack/`) reads them too, and its
     own launcher-only settings from `devstack/settings.py`.
@@ -91,7 +136,14 @@ class WorkerSettings(BaseSettings, KafkaSecurity, TritonTLS):
     `KAFKA_SASL_*`, `KAFKA_SSL_*`, `TRITON_SSL`, ...).
     """
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # DRIFT_WINDOW_S -> drift.window_s: nested models read `<FIELD>_<INNER FIELD>`, split once.
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+    )
 
     # Kafka
     kafka_bootstrap_servers: str = Field(
@@ -211,39 +263,9 @@ class WorkerSettings(BaseSettings, KafkaSecurity, TritonTLS):
         5.0, gt=0, description="Backoff cap; retries go on until Triton answers."
     )
 
-    # Drift monitoring
-    drift_enabled: bool = Field(True, description="Publish drift reports per model and window.")
-    drift_topic: str = Field(
-        "labelstream.drift", description="Where drift reports go (key = model)."
-    )
-    drift_window_s: float = Field(
-        60.0, gt=0, description="A window closes after this many seconds…"
-    )
-    drift_window_messages: int = Field(1000, ge=1, description="…or after this many messages.")
-    drift_tick_s: float = Field(
-        5.0, gt=0, description="How often idle windows are checked for their time limit."
-    )
-    drift_embedding_sample: int = Field(
-        256, ge=2, description="Projected embeddings kept per window (reservoir sample) for MMD."
-    )
-    drift_permutations: int = Field(
-        1000, ge=10, description="Permutations of the MMD test (its smallest p is 1/(n+1))."
-    )
-    drift_confidence_threshold: float = Field(
-        0.5, gt=0, lt=1, description="Reports the share of messages labelled below this."
-    )
-    drift_alpha: float = Field(
-        0.001, gt=0, lt=1, description="A shift counts only when its test's p-value is below this."
-    )
-    drift_psi_warn: float = Field(0.1, ge=0, description="Label/length PSI that warns.")
-    drift_psi_drift: float = Field(0.25, ge=0, description="Label/length PSI that means drift.")
-    drift_ks_warn: float = Field(0.1, ge=0, description="Confidence KS distance that warns.")
-    drift_ks_drift: float = Field(0.2, ge=0, description="Confidence KS distance that means drift.")
-    drift_mmd_warn: float = Field(0.02, ge=0, description="Embedding MMD² that warns.")
-    drift_mmd_drift: float = Field(0.05, ge=0, description="Embedding MMD² that means drift.")
-    drift_deadletter_warn: float = Field(0.05, ge=0, description="Dead-letter rate that warns.")
-    drift_deadletter_drift: float = Field(
-        0.25, ge=0, description="Dead-letter rate that means drift."
+    drift: DriftSettings = Field(
+        default_factory=DriftSettings,
+        description="Drift monitoring: the DRIFT_* variables (DRIFT_WINDOW_S, ...).",
     )
 
     # Metrics
@@ -282,16 +304,6 @@ class WorkerSettings(BaseSettings, KafkaSecurity, TritonTLS):
     def _header_names_any_case(cls, value: list[str]) -> list[str]:
         return [name.lower() for name in value]
 
-    @model_validator(mode="after")
-    def _permutations_can_reach_alpha(self) -> WorkerSettings:
-        smallest_p = 1.0 / (self.drift_permutations + 1)
-        if smallest_p >= self.drift_alpha:
-            raise ValueError(
-                f"DRIFT_PERMUTATIONS={self.drift_permutations} cannot give a p-value below "
-                f"DRIFT_ALPHA={self.drift_alpha}: use at least {int(1 / self.drift_alpha)}"
-            )
-        return self
-
     @property
     def drift_samples_topic(self) -> str:
         """Internal topic from classify agents to the drift agent (key = model name)."""
@@ -303,12 +315,18 @@ def get_settings() -> WorkerSettings:
     return WorkerSettings()
 
 
+NESTED_SETTINGS = ("drift",)
+"""Fields whose inner fields are variables of their own (`DRIFT_WINDOW_S`), not one JSON value."""
+
+
 def describe_settings_error(exc: ValidationError, env_prefix: str = "") -> str:
     """A settings ValidationError in the words a user configures: one line per environment
     variable, with the value only where it cannot be a secret."""
     lines = []
     for error in exc.errors():
         field, *inner = [str(part) for part in error["loc"]] or [""]
+        if field in NESTED_SETTINGS and inner:
+            field, inner = f"{field}_{inner[0]}", inner[1:]
         name = f"{env_prefix}{field}".upper() if field else "settings"
         where = f" [{'.'.join(inner)}]" if inner else ""
         value = error.get("input")

@@ -29,8 +29,8 @@ def topic_names(settings: WorkerSettings, extra: Iterable[str] = ()) -> list[str
     """
     names = [t for route in settings.routes for t in (route.source, route.sink)]
     names += [settings.deadletter_topic, settings.registry_topic]
-    if settings.drift_enabled:
-        names += [settings.drift_topic, settings.drift_samples_topic]
+    if settings.drift.enabled:
+        names += [settings.drift.topic, settings.drift_samples_topic]
     names += extra
     return list(dict.fromkeys(names))
 

@@ -82,7 +82,7 @@ def routes_settings(stack: LocalStack, tmp_path: Path) -> WorkerSettings:
                 ),
             ],
             "deadletter_topic": f"labelstream.deadletter.{tag}",
-            "drift_topic": f"labelstream.drift.{tag}",
+            "drift": stack.settings.drift.model_copy(update={"topic": f"labelstream.drift.{tag}"}),
             "state_dir": tmp_path / "worker",
             "triton_retry_max_s": 1.0,
         }

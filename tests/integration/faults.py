@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from tests.integration.data import texts
 from worker.client import Record, partitions_of, read_topics
@@ -113,6 +114,38 @@ async def wait_committed(bootstrap: str, group: str, topics: list[str], timeout_
         await asyncio.sleep(1.0)
         left = await uncommitted(bootstrap, group, topics)
     return left
+
+
+async def wait_labelled(bootstrap: str, sinks: list[str], at_least: int, timeout_s: float = 120):
+    """Wait until the sinks hold at least `at_least` records."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if len(await read_topics(bootstrap, sinks)) >= at_least:
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"fewer than {at_least} labelled within {timeout_s} s")
+
+
+async def stable_group(bootstrap: str, group: str, members: int, timeout_s: float = 120) -> None:
+    """Wait until `group` is Stable with `members` members (and they have resumed)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:  # the coordinator answers once the group exists
+                described = await admin.describe_consumer_groups([group])
+            except KafkaError:
+                await asyncio.sleep(0.5)
+                continue
+            _, _, state, _, _, found = described[0].groups[0][:6]
+            if state == "Stable" and len(found) == members:
+                await asyncio.sleep(2.0)  # both have finished recovery and resumed
+                return
+            await asyncio.sleep(0.5)
+        raise AssertionError(f"group {group} not stable with {members} members")
+    finally:
+        await admin.close()
 
 
 def _labelled_list(records: list[Record]) -> list[str]:

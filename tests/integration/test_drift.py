@@ -17,7 +17,7 @@ import pytest
 
 from devstack.local import LocalStack
 from tests.integration.data import data_file
-from tests.integration.faults import Outcome
+from tests.integration.faults import Outcome, stable_group
 from worker.client import produce, read_topics
 from worker.settings import Route, WorkerSettings
 from worker.topics import ensure_topics
@@ -70,15 +70,15 @@ def drift_model(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> 
     return news[TRAIN_ROWS:]
 
 
-def drift_settings(routes_settings: WorkerSettings, **update) -> WorkerSettings:
-    """One route to the drift-test model; windows close by count unless `update` says more."""
+def drift_settings(routes_settings: WorkerSettings, **drift) -> WorkerSettings:
+    """One route to the drift-test model; windows close by count unless `drift` says more."""
     tag = routes_settings.app_id.rsplit("-", 1)[-1]
     settings = routes_settings.model_copy(
         update={
             "routes": [Route(source=f"drift.raw.{tag}", model=MODEL, sink=f"drift.out.{tag}")],
-            "drift_window_messages": WINDOW,
-            "drift_window_s": 3600.0,
-            **update,
+            "drift": routes_settings.drift.model_copy(
+                update={"window_messages": WINDOW, "window_s": 3600.0, **drift}
+            ),
         }
     )
     asyncio.run(ensure_topics(settings))
@@ -94,7 +94,7 @@ def encode(texts: list[str], prefix: str) -> list[tuple[bytes, bytes]]:
 
 async def reports(settings: WorkerSettings, expect: int, timeout_s: float = 240) -> list[dict]:
     found = await read_topics(
-        settings.kafka_bootstrap_servers, [settings.drift_topic], expect=expect, timeout_s=timeout_s
+        settings.kafka_bootstrap_servers, [settings.drift.topic], expect=expect, timeout_s=timeout_s
     )
     out = sorted(
         (orjson.loads(r.value) for r in found),
@@ -151,30 +151,6 @@ def switch_scenario(settings: WorkerSettings, before: list[str], after: list[str
     return asyncio.run(scenario())
 
 
-async def stable_group(bootstrap: str, group: str, members: int, timeout_s: float = 120) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
-    from aiokafka.errors import KafkaError
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:  # the coordinator answers once the group exists
-                described = await admin.describe_consumer_groups([group])
-            except KafkaError:
-                await asyncio.sleep(0.5)
-                continue
-            _, _, state, _, _, found = described[0].groups[0][:6]
-            if state == "Stable" and len(found) == members:
-                await asyncio.sleep(2.0)  # both have finished recovery and resumed
-                return
-            await asyncio.sleep(0.5)
-        raise AssertionError(f"group {group} not stable with {members} members")
-    finally:
-        await admin.close()
-
-
 def _ts(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
 
@@ -209,7 +185,7 @@ def test_reviews_sent_to_the_news_model_are_drift_in_the_first_full_window(
 
 
 def test_worker_killed_mid_window_loses_no_counts(drift_model, routes_settings, start_worker):
-    settings = drift_settings(routes_settings, drift_window_messages=600)
+    settings = drift_settings(routes_settings, window_messages=600)
     route = settings.routes[0]
     bootstrap = settings.kafka_bootstrap_servers
     texts = [text for text, _ in drift_model[:600]]
@@ -236,7 +212,7 @@ def test_worker_killed_mid_window_loses_no_counts(drift_model, routes_settings, 
 def test_window_moves_to_another_worker_with_its_counts(drift_model, routes_settings, start_worker):
     """A rebalance hands the model's table partition to a worker that recovers the window
     from the changelog: half a window counted by one worker, the rest by the other."""
-    settings = drift_settings(routes_settings, drift_window_messages=600)
+    settings = drift_settings(routes_settings, window_messages=600)
     route = settings.routes[0]
     bootstrap = settings.kafka_bootstrap_servers
     texts = [text for text, _ in drift_model[:600]]
@@ -270,7 +246,7 @@ def window_counts(case: str, sent: int, found: list[dict]) -> None:
 def test_two_workers_give_one_report_per_window_and_idle_windows_close_by_time(
     drift_model, routes_settings, start_worker
 ):
-    settings = drift_settings(routes_settings, drift_window_s=15.0, drift_tick_s=1.0)
+    settings = drift_settings(routes_settings, window_s=15.0, tick_s=1.0)
     route = settings.routes[0]
     bootstrap = settings.kafka_bootstrap_servers
     texts = [text for text, _ in drift_model[:650]]

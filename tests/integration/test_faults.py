@@ -27,20 +27,12 @@ from tests.integration.faults import (
     outcome,
     uncommitted,
     wait_committed,
+    wait_labelled,
 )
 from worker.client import produce, read_topics
 from worker.settings import Route
 
 pytestmark = pytest.mark.integration
-
-
-async def wait_labelled(bootstrap: str, sinks: list[str], at_least: int, timeout_s: float = 120):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if len(await read_topics(bootstrap, sinks)) >= at_least:
-            return
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"fewer than {at_least} labelled within {timeout_s} s")
 
 
 def test_sigterm_finishes_batches_in_flight_and_commits_them(routes_settings, start_worker):

@@ -204,8 +204,9 @@ def test_shadow_agreement_is_high_for_a_copy_and_lower_for_another_model(
     )
     steps = rollout(stack, model)
     steps.publish(1)
-    settings = swap_settings(routes_settings, model).model_copy(
-        update={"drift_window_messages": 100}
+    settings = swap_settings(routes_settings, model)
+    settings = settings.model_copy(
+        update={"drift": settings.drift.model_copy(update={"window_messages": 100})}
     )
     route = settings.routes[0]
     bootstrap = settings.kafka_bootstrap_servers
@@ -222,7 +223,7 @@ def test_shadow_agreement_is_high_for_a_copy_and_lower_for_another_model(
         await asyncio.to_thread(steps.publish, int(version), None, True)
         await produce(bootstrap, route.source, batch(prefix))
         for _ in range(120):
-            found = await read_topics(bootstrap, [settings.drift_topic])
+            found = await read_topics(bootstrap, [settings.drift.topic])
             reports = [orjson.loads(r.value) for r in found]
             shadowed = [r for r in reports if (r.get("shadow") or {}).get("version") == version]
             if sum(r["shadow"]["compared"] for r in shadowed) >= 100:

@@ -45,8 +45,9 @@ def total(samples: dict, name: str, **labels: str) -> float:
 
 def test_metrics_endpoint_counts_real_traffic(routes_settings, start_worker):
     port = free_port()
+    drift = routes_settings.drift.model_copy(update={"window_messages": 10})
     settings = routes_settings.model_copy(
-        update={"drift_window_messages": 10, "metrics_port": port, "metrics_lag_interval_s": 1.0}
+        update={"drift": drift, "metrics_port": port, "metrics_lag_interval_s": 1.0}
     )
     news_route, reviews_route = settings.routes
     news = [

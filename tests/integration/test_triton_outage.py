@@ -7,6 +7,7 @@ import asyncio
 import orjson
 import pytest
 
+from tests.integration.conftest import MODELS
 from tests.integration.data import texts
 from tests.integration.faults import outcome
 from worker.client import produce, read_topics
@@ -37,13 +38,17 @@ def test_messages_survive_a_triton_outage(stack, routes_settings, start_worker):
         first = await read_topics(bootstrap, sinks, expect=100, timeout_s=120)
         assert len(first) == 100
         await stack.triton.stop()
-        await produce(bootstrap, news_route.source, during_news)
-        await produce(bootstrap, reviews_route.source, during_reviews)
-        await asyncio.sleep(5)
-        stalled = await read_topics(bootstrap, sinks)
-        assert len(stalled) == 100, "nothing can be labelled while Triton is down"
-        assert worker.poll() is None, "the worker must survive the outage"
-        await stack.triton.start(load_models=["news_topic", "review_sentiment"])
+        try:
+            await produce(bootstrap, news_route.source, during_news)
+            await produce(bootstrap, reviews_route.source, during_reviews)
+            await asyncio.sleep(5)
+            stalled = await read_topics(bootstrap, sinks)
+            assert len(stalled) == 100, "nothing can be labelled while Triton is down"
+            assert worker.poll() is None, "the worker must survive the outage"
+        finally:
+            # the stack is shared by the whole session: a failed assertion must not leave
+            # every later test without Triton
+            await stack.triton.start(load_models=MODELS)
         return await read_topics(bootstrap, sinks, expect=400, timeout_s=180, settle_s=3)
 
     records = asyncio.run(scenario())

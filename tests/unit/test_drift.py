@@ -104,9 +104,10 @@ def test_settings_refuse_a_permutation_count_that_cannot_reach_alpha() -> None:
 
     from worker.settings import WorkerSettings
 
-    assert WorkerSettings(_env_file=None, drift_permutations=1000, drift_alpha=0.001)
+    accepted = WorkerSettings(_env_file=None, drift={"permutations": 1000, "alpha": 0.001})
+    assert (accepted.drift.permutations, accepted.drift.alpha) == (1000, 0.001)
     with pytest.raises(ValidationError, match="at least 1000"):
-        WorkerSettings(_env_file=None, drift_permutations=999, drift_alpha=0.001)
+        WorkerSettings(_env_file=None, drift={"permutations": 999, "alpha": 0.001})
 
 
 def test_rbf_mmd_matches_the_textbook_statistic_for_every_split():

@@ -51,11 +51,16 @@ def test_without_a_committed_offset_faust_decides():
     assert faust_fixes.new_offset(bookkeeping(None, [0, 1, 2]), TP0) == 3
 
 
-def test_apply_installs_the_fix_on_faust_consumer():
+def test_apply_installs_every_fix_on_faust():
+    from faust.tables.recovery import Recovery
     from faust.transport.consumer import Consumer
 
     faust_fixes.apply()
     assert Consumer._new_offset is faust_fixes.new_offset
+    assert Consumer.getmany is faust_fixes.getmany
+    assert Consumer._drain_messages is faust_fixes.drain_messages
+    assert Recovery._resume_streams is faust_fixes._resume_streams
+    assert Recovery.on_recovery_completed is faust_fixes.on_recovery_completed
 
 
 class Draining:
@@ -197,3 +202,91 @@ async def test_a_failed_rewind_of_an_assigned_partition_is_loud():
 async def test_a_rewind_of_a_partition_revoked_meanwhile_is_left_to_its_new_owner():
     delivered = [item async for item in faust_fixes.getmany(Fetching(set()), 1.0)]
     assert delivered == []
+
+
+class Rewinding(Fetching):
+    """A fetch of TP0 (offsets 5 and 6) while TP0 is paused; seeks are recorded."""
+
+    def __init__(self) -> None:
+        super().__init__({TP0})
+        self.seeks: list[tuple[TP, int]] = []
+        self._to_message = lambda tp, record: record
+
+    async def seek(self, tp: TP, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+
+async def test_faust_alone_drops_the_records_of_a_paused_partition_without_a_rewind():
+    consumer = Rewinding()
+    delivered = [item async for item in faust_fixes._faust_getmany(consumer, 1.0)]
+    assert delivered == [] and consumer.seeks == []  # the position moved past 5 and 6
+
+
+async def test_the_fix_rewinds_a_paused_partition_to_its_first_undelivered_record():
+    consumer = Rewinding()
+    delivered = [item async for item in faust_fixes.getmany(consumer, 1.0)]
+    assert delivered == [] and consumer.seeks == [(TP0, 5)]
+
+
+class Recovering:
+    """The recovery attributes Faust's resume paths read; records what the consumer is told."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+        async def nothing(*args, **kwargs) -> None:
+            return None
+
+        async def seek() -> None:
+            self.calls.append("seek")
+
+        consumer = SimpleNamespace(
+            assignment=lambda: {TP0},
+            perform_seek=seek,
+            resume_partitions=lambda tps: self.calls.append("resume_partitions"),
+            resume_flow=lambda: self.calls.append("resume_flow"),
+        )
+        self.app = SimpleNamespace(
+            consumer=consumer,
+            consumer_generation_id=0,
+            on_rebalance_complete=SimpleNamespace(send=nothing),
+            conf=SimpleNamespace(broker_request_timeout=1.0),
+            flow_control=SimpleNamespace(resume=lambda: None),
+            _fetcher=SimpleNamespace(maybe_start=nothing),
+            on_rebalance_end=lambda: None,
+            assignor=SimpleNamespace(assigned_standbys=lambda: set()),
+        )
+        self.log = SimpleNamespace(info=lambda *a: None, dev=lambda *a: None, warning=print)
+        self.completed = asyncio.Event()
+        self.tables = SimpleNamespace(
+            values=lambda: [], on_actives_ready=lambda: None, on_standbys_ready=lambda: None
+        )
+        self.actives_for_table: dict = {}
+        self.standbys_for_table: dict = {}
+
+    def _is_changelog_tp(self, tp: TP) -> bool:
+        return False
+
+    def _set_recovery_ended(self) -> None:
+        return None
+
+    async def _wait(self, coroutine, timeout: float) -> None:
+        await coroutine
+
+
+@pytest.mark.parametrize(
+    ("faust_method", "fixed"),
+    [
+        (faust_fixes._faust_resume_streams, faust_fixes._resume_streams),
+        (faust_fixes._faust_on_recovery_completed, faust_fixes.on_recovery_completed),
+    ],
+    ids=["resume_streams", "on_recovery_completed"],
+)
+async def test_recovery_seeks_before_it_resumes_the_stream_partitions(faust_method, fixed):
+    upstream, patched = Recovering(), Recovering()
+    await faust_method(upstream)
+    await fixed(patched)
+    # Faust resumes first: records fetched before the seek reach the streams, then are skipped.
+    assert upstream.calls.index("resume_partitions") < upstream.calls.index("seek")
+    assert patched.calls.index("seek") < patched.calls.index("resume_partitions")
+    assert patched.completed.is_set()

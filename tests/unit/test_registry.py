@@ -87,3 +87,56 @@ def test_auto_rollback_removes_a_disagreeing_shadow() -> None:
     assert rolled.candidate is None and "agreed on only 40.0%" in rolled.note
     # a report about an older shadow does not remove the current one
     assert rollback(shadow, report("1", shadow={"version": "9", "agreement": 0.1})) is None
+
+
+def test_a_change_states_the_revision_it_was_made_from() -> None:
+    current = entry(revision=4, base=3)
+    changed = current.revise(active="2", event="promote")
+    assert (changed.base, changed.revision, changed.active) == (4, 5, "2")
+    rolled = rollback(
+        entry(revision=4, candidate=Candidate(version="2", role="canary")),
+        report("2", failure_rate=0.5),
+    )
+    assert (rolled.base, rolled.revision) == (4, 5)
+
+
+def test_a_write_based_on_a_stale_revision_is_rejected_and_kept_in_the_history() -> None:
+    """A promote and an automatic rollback both read revision 1; the first on the topic wins,
+    the other is rejected by every reader, and both attempts stay in the history."""
+    reader = RegistryReader("unused:9092", "labelstream.models")
+    read = entry(revision=1, candidate=Candidate(version="2", role="canary", share=0.1))
+    reader.apply(b"news", read.model_dump_json().encode())
+    promote = read.revise(active="2", previous="1", candidate=None, event="promote")
+    rolled = read.revise(candidate=None, event="auto_rollback", by="worker:x")
+    reader.apply(b"news", promote.model_dump_json().encode())
+    reader.apply(b"news", rolled.model_dump_json().encode())
+    assert reader.get("news") == promote
+    assert [(d.entry.event, d.accepted) for d in reader.history] == [
+        ("publish", True),
+        ("promote", True),
+        ("auto_rollback", False),
+    ]
+    assert reader.decision(rolled).accepted is False
+
+
+def test_the_winner_published_again_changes_nothing_and_survives_compaction() -> None:
+    read = entry(revision=1)
+    winner = read.revise(active="2", event="promote")
+    live = RegistryReader("unused:9092", "labelstream.models")
+    for record in (read, winner, winner):  # the loser re-publishes the winner
+        live.apply(b"news", record.model_dump_json().encode())
+    assert live.get("news") == winner and len(live.history) == 2
+    compacted = RegistryReader("unused:9092", "labelstream.models")
+    compacted.apply(b"news", winner.model_dump_json().encode())  # only the last record is left
+    assert compacted.get("news") == winner
+
+
+def test_records_without_a_revision_are_read_and_accepted() -> None:
+    """Records written before revisions existed (no `revision`, no `base`) still apply."""
+    reader = RegistryReader("unused:9092", "labelstream.models")
+    reader.apply(b"news", entry(revision=3).model_dump_json().encode())
+    old = b'{"model": "news", "active": "7", "event": "promote", "by": "t", "at": "then"}'
+    reader.apply(b"news", old)
+    assert reader.get("news").active == "7" and reader.get("news").revision == 0
+    reader.apply(b"news", reader.get("news").revise(active="8").model_dump_json().encode())
+    assert reader.get("news").active == "8"

@@ -102,3 +102,27 @@ def test_parse_share() -> None:
     for bad in ("0%", "150%", "-1"):
         with pytest.raises(typer.BadParameter):
             parse_share(bad)
+
+
+def test_each_write_states_the_revision_it_read(steps) -> None:
+    rollout, _ = steps
+    first = rollout.publish(1)
+    second = rollout.publish(2, canary=0.1)
+    assert (first.base, first.revision, second.base, second.revision) == (0, 1, 1, 2)
+
+
+def test_a_step_that_lost_the_compare_and_set_fails_and_unloads_nothing(steps, monkeypatch):
+    from worker.registry import StaleRevision
+
+    rollout, calls = steps
+    rollout.publish(1)
+    rollout.publish(2, canary=0.1)
+    calls.clear()
+
+    async def stale(bootstrap, topic, entry, security=None):
+        raise StaleRevision(entry, None)
+
+    monkeypatch.setattr(rollout_module, "write_entry", stale)
+    with pytest.raises(RolloutError, match="run the step again"):
+        rollout.promote(2)
+    assert calls == [("serve", [1, 2])]  # the winner may still route to version 1

@@ -37,8 +37,7 @@ def _custom(tmp_path) -> WorkerSettings:
             )
         ],
         max_batch=7,
-        drift_enabled=False,
-        drift_window_s=2.5,
+        drift={"enabled": False, "window_s": 2.5},
         drop_headers=["X-Secret"],
         kafka_security_protocol="SASL_PLAINTEXT",
         kafka_sasl_username="me",

@@ -1,0 +1,71 @@
+"""One route's loop without Faust: batches in, records published, then events acknowledged."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import orjson
+
+from tests.unit.test_pipeline import ROUTE, FakeClassifier, settings
+from worker.messages import OutRecord
+from worker.pipeline import Pipeline
+from worker.route_flow import RouteFlow
+
+
+class Event:
+    """A Faust event as the flow sees it: its message, and `ack`, which is logged."""
+
+    def __init__(self, offset: int, log: list, text: str = "some news") -> None:
+        value = orjson.dumps({"id": f"m{offset}", "text": text})
+        self.message = SimpleNamespace(
+            topic=ROUTE.source,
+            partition=0,
+            offset=offset,
+            key=f"m{offset}".encode(),
+            value=value,
+            timestamp=1_700_000_000.0,
+            headers=[],
+        )
+        self.log = log
+
+    def ack(self) -> None:
+        self.log.append(("ack", self.message.offset))
+
+
+def sender(log: list):
+    async def send_all(records):
+        log.extend(("sent", record.topic, record.key) for record in records)
+        return [None] * len(records)
+
+    return send_all
+
+
+async def batches(*groups):
+    for group in groups:
+        yield group
+
+
+async def test_every_event_is_acknowledged_only_after_its_record_is_published():
+    log: list = []
+    flow = RouteFlow(Pipeline(ROUTE, FakeClassifier(), settings()), sender(log), settings())
+    await flow.run(batches([Event(0, log), Event(1, log)], [Event(2, log)]))
+    sent = [entry for entry in log if entry[0] == "sent"]
+    assert [key for _, _, key in sent] == [b"m0", b"m1", b"m2"]
+    for offset in (0, 1, 2):
+        assert log.index(("sent", ROUTE.sink, f"m{offset}".encode())) < log.index(("ack", offset))
+
+
+async def test_extras_ride_with_the_batch_and_a_failing_message_is_its_own_dead_letter():
+    log: list = []
+    config = settings(inject_failure_text="poison")
+
+    def extras(result):
+        return [OutRecord("samples", b"news_topic", b"{}")]
+
+    flow = RouteFlow(Pipeline(ROUTE, FakeClassifier(), config), sender(log), config, extras)
+    await flow.run(batches([Event(0, log), Event(1, log, text="poison pill"), Event(2, log)]))
+    topics = [entry[1] for entry in log if entry[0] == "sent"]
+    assert topics.count(ROUTE.sink) == 2
+    assert topics.count(config.deadletter_topic) == 1
+    assert "samples" in topics
+    assert [entry for entry in log if entry[0] == "ack"] == [("ack", 0), ("ack", 1), ("ack", 2)]
