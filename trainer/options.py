@@ -29,7 +29,7 @@ def option(default: Any, help: str, *, flag: bool = True, fallback: str = "") ->
 class TrainOptions:
     """Knobs of one training run; `seed`/`torch_threads` left `None` come from TrainerSettings."""
 
-    max_steps: int | None = option(None, "Stop after this many steps.", fallback="epochs")
+    max_steps: int | None = option(None, "Stop after this many steps.", fallback="none")
     epochs: int = option(1, "Epochs when --max-steps is unset.")
     batch_size: int = option(32, "Training batch size.")
     eval_batch_size: int = option(64, "Validation batch size.")
@@ -41,14 +41,18 @@ class TrainOptions:
     max_train_samples: int | None = option(None, "Cap the training set.", fallback="all")
     max_eval_samples: int | None = option(None, "Cap the validation set.", fallback="all")
     validation_fraction: float = option(0.1, "Share of DATA held out for validation.")
-    seed: int | None = option(None, "Seed.", fallback="env TRAINER_SEED")
-    torch_threads: int | None = option(None, "torch threads.", fallback="env TRAINER_TORCH_THREADS")
+    seed: int | None = option(
+        None, "Seed of the split, initialisation and shuffling.", fallback="env TRAINER_SEED"
+    )
+    torch_threads: int | None = option(
+        None, "torch intra-op threads.", fallback="env TRAINER_TORCH_THREADS"
+    )
     parity_texts: int = option(6, "Validation texts the ONNX parity check runs.")
     progress: bool = option(True, "Show a progress bar.", flag=False)
     eval_every: int | None = option(
         None, "Validate every N steps (and always at the end).", fallback="once per epoch"
     )
-    patience: int | None = option(3, "Stop after N validations without macro-F1 gain.")
+    patience: int | None = option(3, "Stop after N validations without macro-F1 gain; 0 never.")
     head: str = option(
         "mean", 'Classifier head: "mean" (linear on mean-pooled tokens) or "cls" (BERT pooler).'
     )
@@ -83,7 +87,8 @@ def _flag(field: dataclasses.Field, annotation: Any) -> inspect.Parameter:
     import typer
 
     shown = field.metadata["fallback"] or repr(field.default)
-    help_text = f"{field.metadata['help']} [default: {shown}, or the task's preset]"
+    # Parentheses, not brackets: typer's rich help would read brackets as markup.
+    help_text = f"{field.metadata['help']} (default: {shown}, or the task's preset)"
     optional = annotation if type(None) in typing.get_args(annotation) else annotation | None
     return inspect.Parameter(
         field.name,

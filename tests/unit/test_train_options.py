@@ -33,7 +33,8 @@ def test_every_option_field_is_a_train_flag_that_defaults_to_not_given() -> None
         flag = params[field.name]
         assert f"--{field.name.replace('_', '-')}" in flag.opts
         assert flag.default is None, field.name
-        assert field.metadata["help"] in (flag.help or ""), field.name
+        shown = field.metadata["fallback"] or repr(field.default)
+        assert f"{field.metadata['help']} (default: {shown}," in flag.help, field.name
 
 
 def test_given_options_win_over_the_task_preset_which_wins_over_the_defaults() -> None:
