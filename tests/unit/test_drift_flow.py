@@ -117,3 +117,8 @@ def test_a_bad_drift_variable_is_named_as_it_is_set(monkeypatch: pytest.MonkeyPa
     with pytest.raises(ValidationError) as caught:
         WorkerSettings(_env_file=None)
     assert describe_settings_error(caught.value).startswith("DRIFT_WINDOW_MESSAGES='many'")
+
+
+def test_an_unknown_drift_variable_is_ignored_like_any_other(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("DRIFT_SOMETHING_ELSE", "x")
+    assert WorkerSettings(_env_file=None).drift == DriftSettings()
