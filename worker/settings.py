@@ -85,9 +85,10 @@ DEFAULT_ROUTES = [
 
 class DriftSettings(BaseModel):
     """Drift monitoring, one `DRIFT_<FIELD>` environment variable per field (`WorkerSettings`
-    splits `DRIFT_WINDOW_S` into `drift.window_s`)."""
+    splits `DRIFT_WINDOW_S` into `drift.window_s`). Other `DRIFT_*` variables are ignored, as
+    any unknown variable is."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
 
     enabled: bool = Field(True, description="Publish drift reports per model and window.")
     topic: str = Field("labelstream.drift", description="Where drift reports go (key = model).")

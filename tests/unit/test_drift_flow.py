@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import orjson
 import pytest
 
+from worker.drift import Thresholds
 from worker.drift_flow import DriftFlow, DriftMonitor
 from worker.references import ReferenceStore
 from worker.settings import DriftSettings, WorkerSettings, describe_settings_error
@@ -70,16 +71,31 @@ async def test_a_closed_window_is_published_then_checked_and_the_table_follows()
 
 
 def test_the_monitor_takes_every_threshold_from_the_drift_settings(tmp_path: Path):
+    """Every field differs from its default and from the others, so a field mapped to the
+    wrong place fails."""
+    thresholds = {
+        "psi_warn": 0.11,
+        "psi_drift": 0.31,
+        "ks_warn": 0.12,
+        "ks_drift": 0.32,
+        "mmd_warn": 0.013,
+        "mmd_drift": 0.033,
+        "deadletter_warn": 0.14,
+        "deadletter_drift": 0.34,
+        "alpha": 0.01,
+    }
     drift = DriftSettings(
-        window_s=12.0, window_messages=7, embedding_sample=9, psi_warn=0.2, alpha=0.01,
-        mmd_drift=0.4, deadletter_warn=0.3, permutations=200, confidence_threshold=0.6,
-    )  # fmt: skip
+        window_s=12.0,
+        window_messages=7,
+        embedding_sample=9,
+        permutations=200,
+        confidence_threshold=0.6,
+        **thresholds,
+    )
     monitor = DriftMonitor.from_settings(ReferenceStore(tmp_path), drift)
     policy = monitor.policy
     assert (policy.max_seconds, policy.max_messages, policy.sample_size) == (12.0, 7, 9)
-    t = monitor.thresholds
-    assert (t.psi_warn, t.alpha, t.mmd_drift, t.deadletter_warn) == (0.2, 0.01, 0.4, 0.3)
-    assert (t.psi_drift, t.ks_warn, t.ks_drift) == (0.25, 0.1, 0.2)  # defaults
+    assert monitor.thresholds == Thresholds(**thresholds)
     assert (monitor.permutations, monitor.confidence_threshold) == (200, 0.6)
 
 
@@ -101,3 +117,8 @@ def test_a_bad_drift_variable_is_named_as_it_is_set(monkeypatch: pytest.MonkeyPa
     with pytest.raises(ValidationError) as caught:
         WorkerSettings(_env_file=None)
     assert describe_settings_error(caught.value).startswith("DRIFT_WINDOW_MESSAGES='many'")
+
+
+def test_an_unknown_drift_variable_is_ignored_like_any_other(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("DRIFT_SOMETHING_ELSE", "x")
+    assert WorkerSettings(_env_file=None).drift == DriftSettings()
