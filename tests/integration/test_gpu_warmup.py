@@ -83,20 +83,25 @@ def test_warmup_samples_run_in_real_triton_before_ready(
 
 
 def test_publish_refuses_a_broken_warmup_input_and_the_served_version_keeps_serving(
-    stack: LocalStack, model_repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    stack: LocalStack, model_repository: Path, tmp_path: Path
 ) -> None:
     model_dir = model_repository / MODEL
     write_warmup_text(model_dir)
     (model_dir / "configs").mkdir(exist_ok=True)
     (model_dir / "configs" / f"{CONFIG_NAME}.pbtxt").write_text(warm_config(tmp_path / "trt"))
-    monkeypatch.setenv("TRAINER_MODEL_CONFIG_NAME", CONFIG_NAME)
     client = grpcclient.InferenceServerClient(stack.settings.triton_url)
     try:
         before = infer_one(client)
         # Length prefix larger than the data that follows.
         (model_dir / "warmup" / "text").write_bytes((1000).to_bytes(4, "little") + b"short")
         with pytest.raises(PublishError, match="says 1000 bytes, 5 follow"):
-            publish(MODEL, model_repository, stack.settings.triton_url, timeout_s=60)
+            publish(
+                MODEL,
+                model_repository,
+                stack.settings.triton_url,
+                timeout_s=60,
+                config_name=CONFIG_NAME,
+            )
         assert client.is_server_live()
         assert client.is_model_ready(MODEL)
         np.testing.assert_allclose(infer_one(client), before, atol=1e-6)
