@@ -79,7 +79,9 @@ def measure(version_dir: Path, texts: list[str], rounds: int, threads: int) -> d
     results = {}
     for name, pairs in samples.items():
         results[name] = {
-            "wall_ms_per_text": round(1000 * statistics.median(w for w, _ in pairs) / len(texts), 3),
+            "wall_ms_per_text": round(
+                1000 * statistics.median(w for w, _ in pairs) / len(texts), 3
+            ),
             "cpu_ms_per_text": round(1000 * statistics.median(c for _, c in pairs) / len(texts), 3),
             "rounds_wall_s": [round(w, 3) for w, _ in pairs],
         }

@@ -279,7 +279,10 @@ class ServedModel:
     ) -> None:
         """Blend a TF-IDF graph into `run`'s probabilities, probed once like the transformer."""
         hybrid = TfidfModel.load(
-            onnx_path, weight, rows=self.rows_per_run, threads=self.threads,
+            onnx_path,
+            weight,
+            rows=self.rows_per_run,
+            threads=self.threads,
             log_severity=log_severity,
         )
         probs = hybrid.probs(["probe"])

@@ -65,7 +65,10 @@ def tfidf_pipeline(train_size: int, seed: int, C: float = DEFAULT_C) -> Pipeline
     }
     features = FeatureUnion(
         [
-            ("word", TfidfVectorizer(token_pattern=WORD_PATTERN, ngram_range=WORD_NGRAMS, **common)),
+            (
+                "word",
+                TfidfVectorizer(token_pattern=WORD_PATTERN, ngram_range=WORD_NGRAMS, **common),
+            ),
             ("char", TfidfVectorizer(analyzer="char", ngram_range=CHAR_NGRAMS, **common)),
         ]
     )
@@ -114,7 +117,9 @@ def choose_blend_weight(
         mixed = serving.blend(transformer_probs, tfidf_probs, weight)
         loss = -np.mean(np.log(np.clip(mixed[rows, truth].astype(np.float64), 1e-7, 1.0)))
         accuracy = np.mean(mixed.argmax(axis=1) == truth)
-        curve.append({"weight": float(weight), "log_loss": float(loss), "accuracy": float(accuracy)})
+        curve.append(
+            {"weight": float(weight), "log_loss": float(loss), "accuracy": float(accuracy)}
+        )
     best = min(curve, key=lambda point: (round(point["log_loss"], 9), -point["weight"]))
     return best["weight"], curve
 
@@ -212,5 +217,7 @@ def check_tfidf_parity(
     served = serving.TfidfModel.load(onnx_path, hybrid.weight, rows=16, threads=1, log_severity=3)
     diff = float(np.abs(served.probs(texts) - hybrid.probs(texts)).max())
     if not diff < tolerance:
-        raise HybridError(f"ONNX/scikit-learn TF-IDF probability mismatch {diff:.2e} >= {tolerance}")
+        raise HybridError(
+            f"ONNX/scikit-learn TF-IDF probability mismatch {diff:.2e} >= {tolerance}"
+        )
     return diff
