@@ -241,3 +241,27 @@ def test_a_hybrid_version_whose_graph_has_other_classes_is_refused(
 
     with pytest.raises(ValueError, match="gives 4 classes but there are 2 labels"):
         OnnxClassifier.from_version_dir(version_dir)
+
+
+def test_the_hybrid_flag_reaches_the_recipe(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from trainer import cli
+
+    given: list[TrainOptions] = []
+
+    def record(task: str, data: Path, **kwargs) -> Path:
+        given.append(kwargs["options"])
+        version = tmp_path / "repo" / "news_topic" / "1"
+        version.mkdir(parents=True, exist_ok=True)
+        (version / "metrics.json").write_text(json.dumps({"accuracy": 0.5}))
+        return version
+
+    monkeypatch.setattr(train_module, "train_and_export", record)
+    args = ["train", "--task", "news", "--data", str(tmp_path / "d.tsv")]
+    for extra in (["--hybrid"], []):
+        result = CliRunner().invoke(cli.app, [*args, *extra], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    assert [options.hybrid for options in given] == [True, False]
