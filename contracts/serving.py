@@ -240,7 +240,9 @@ class ServedModel:
         hybrid = classifier.get("hybrid")
         if hybrid:
             served.attach_hybrid(
-                version_dir / hybrid.get("onnx", TFIDF_ONNX), hybrid["weight"], log_severity
+                version_dir / Path(hybrid.get("onnx", TFIDF_ONNX)).name,  # never outside
+                hybrid["weight"],
+                log_severity,
             )
         return served
 
