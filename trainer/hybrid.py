@@ -10,6 +10,7 @@ toward the plain model, not toward a weight fitted to the rows it is scored on. 
 are only scored, once the weight is fixed.
 
 Faithful export (skl2onnx `TfidfVectorizer` → ONNX Runtime's Tokenizer + TfIdfVectorizer ops):
+- sublinear tf stays off (`SUBLINEAR_TF`): skl2onnx converts it as log(1 + tf), not 1 + log(tf);
 - texts go through `contracts.serving.tfidf_text` (lower-case, single spaces) in Python on both
   sides, so the vectorizers run with `lowercase=False` and the graph has no StringNormalizer;
 - word tokens use `WORD_PATTERN`, which Python's `re` and ONNX Runtime's re2 read alike
@@ -23,6 +24,7 @@ Faithful export (skl2onnx `TfidfVectorizer` → ONNX Runtime's Tokenizer + TfIdf
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +43,9 @@ WORD_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_]+"
 CHAR_PATTERN = "."
 WORD_NGRAMS = (1, 2)
 CHAR_NGRAMS = (1, 4)
-SUBLINEAR_TF = True
+SUBLINEAR_TF = False
+"""Off: skl2onnx 1.20.0 converts sublinear tf as log(1 + tf), scikit-learn computes 1 + log(tf)
+(measured here: up to 0.014 apart after l2 norm); raw counts convert exactly."""
 FOLDS = 5
 WEIGHT_GRID: tuple[float, ...] = tuple(round(i / 20, 2) for i in range(21))
 PARITY_TOLERANCE = 1e-4
@@ -200,12 +204,14 @@ def export_tfidf(pipeline: Pipeline, path: Path) -> Path:
         id(vectorizers["char"]): {"tokenexp": CHAR_PATTERN},
         id(pipeline.named_steps["classifier"]): {"zipmap": False},
     }
-    graph = convert_sklearn(
-        pipeline,
-        "tfidf_logreg",
-        initial_types=[(serving.TFIDF_INPUT, StringTensorType([None, 1]))],
-        options=options,
-    )
+    with warnings.catch_warnings():  # "char may not work": check_tfidf_parity checks it does
+        warnings.filterwarnings("ignore", "The conversion of CountVectorizer", UserWarning)
+        graph = convert_sklearn(
+            pipeline,
+            "tfidf_logreg",
+            initial_types=[(serving.TFIDF_INPUT, StringTensorType([None, 1]))],
+            options=options,
+        )
     path.write_bytes(graph.SerializeToString())
     return path
 
