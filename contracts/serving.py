@@ -15,6 +15,11 @@ Config parameters (config.pbtxt `parameters`, string values, all optional):
                     shared out between the model's CPU instances (2 instances on 2 cores: 1
                     thread each). Spinning is off.
   ROWS_PER_RUN      rows per session run (default 16 on CPU, 64 on GPU).
+
+A hybrid version (classifier.json has a `hybrid` record) also carries `tfidf.onnx`, a word and
+character n-gram TF-IDF + logistic-regression graph: its probabilities are blended into the
+transformer's, `weight * transformer + (1 - weight) * tfidf`, with the record's weight. The
+embedding stays the transformer's. A version without the record is served as before.
 """
 
 from __future__ import annotations
@@ -42,6 +47,10 @@ DEFAULT_ROWS_PER_RUN = {"CPU": 16, "GPU": 64}
 CPU_PROVIDERS: tuple[str, ...] = ("CPUExecutionProvider",)
 ORT_WARNING = 2
 """ONNX Runtime's own default log severity; the trainer passes 3 to keep its console quiet."""
+TFIDF_ONNX = "tfidf.onnx"
+TFIDF_INPUT = "text"
+"""The TF-IDF graph's input: TYPE_STRING [batch, 1], texts already passed through `tfidf_text`."""
+TFIDF_PROBS = "probabilities"
 
 
 def parameter(model_config: dict, key: str, default: str) -> str:
@@ -127,6 +136,59 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def tfidf_text(text: str) -> str:
+    """What the TF-IDF model reads: lower-cased, every whitespace run one space, no ends.
+
+    Done here in Python, by the trainer before fitting and by the served recipe before the
+    graph, so the graph needs no StringNormalizer (locale-dependent lower-casing) and its
+    character tokenizer (re2 `.`, which skips line breaks) sees the characters scikit-learn saw.
+    """
+    return " ".join(text.lower().split())
+
+
+def blend(transformer: np.ndarray, tfidf: np.ndarray, weight: float) -> np.ndarray:
+    """`weight * transformer + (1 - weight) * tfidf` per row, as float32 (rows still sum to 1)."""
+    if transformer.shape != tfidf.shape:
+        raise ValueError(f"cannot blend {transformer.shape} with {tfidf.shape} probabilities")
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"blend weight must be in [0, 1], got {weight}")
+    mixed = weight * transformer.astype(np.float64) + (1.0 - weight) * tfidf.astype(np.float64)
+    return mixed.astype(np.float32)
+
+
+@dataclass
+class TfidfModel:
+    """A hybrid version's TF-IDF + logistic-regression graph and its blend weight."""
+
+    session: ort.InferenceSession
+    weight: float
+    rows_per_run: int
+
+    @classmethod
+    def load(
+        cls, onnx_path: Path, weight: float, *, rows: int, threads: int, log_severity: int
+    ) -> TfidfModel:
+        """The graph on the CPU provider: its string ops have no GPU kernels."""
+        if not 0.0 <= float(weight) <= 1.0:
+            raise ValueError(f"blend weight must be in [0, 1], got {weight}")
+        session = ort.InferenceSession(
+            str(onnx_path),
+            sess_options=session_options(threads, log_severity),
+            providers=list(CPU_PROVIDERS),
+        )
+        return cls(session, float(weight), rows)
+
+    def probs(self, texts: Sequence[str]) -> np.ndarray:
+        """The TF-IDF model's class probabilities, `rows_per_run` texts a run."""
+        prepared = [tfidf_text(text) for text in texts]
+        out = []
+        for start in range(0, len(prepared), self.rows_per_run):
+            rows = prepared[start : start + self.rows_per_run]
+            feed = np.array(rows, dtype=object).reshape(-1, 1)
+            out.append(self.session.run([TFIDF_PROBS], {TFIDF_INPUT: feed})[0])
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+
 @dataclass
 class ServedModel:
     """One version's session and tokenizer; `run` is the recipe, per batch of texts."""
@@ -138,6 +200,8 @@ class ServedModel:
     threads: int
     labels: list[str] = field(default_factory=list)
     embedding_dim: int = 0
+    hybrid: TfidfModel | None = None
+    """A hybrid version's TF-IDF model, blended into `run`'s probabilities when present."""
 
     @classmethod
     def load(
@@ -161,7 +225,7 @@ class ServedModel:
             (version_dir / TOKENIZER_FILE).read_text(encoding="utf-8"),
             int(classifier.get("max_length", DEFAULT_MAX_LENGTH)),
         )
-        return cls.from_parts(
+        served = cls.from_parts(
             version_dir / onnx_name,
             tokenizer,
             pad_id(
@@ -173,6 +237,14 @@ class ServedModel:
             providers=providers,
             log_severity=log_severity,
         )
+        hybrid = classifier.get("hybrid")
+        if hybrid:
+            served.attach_hybrid(
+                version_dir / Path(hybrid.get("onnx", TFIDF_ONNX)).name,  # never outside
+                hybrid["weight"],
+                log_severity,
+            )
+        return served
 
     @classmethod
     def from_parts(
@@ -204,8 +276,28 @@ class ServedModel:
         served.embedding_dim = int(embedding.shape[1])
         return served
 
+    def attach_hybrid(
+        self, onnx_path: Path, weight: float, log_severity: int = ORT_WARNING
+    ) -> None:
+        """Blend a TF-IDF graph into `run`'s probabilities, probed once like the transformer."""
+        hybrid = TfidfModel.load(
+            onnx_path,
+            weight,
+            rows=self.rows_per_run,
+            threads=self.threads,
+            log_severity=log_severity,
+        )
+        probs = hybrid.probs(["probe"])
+        if self.labels and probs.shape != (1, len(self.labels)):
+            raise ValueError(
+                f"{Path(onnx_path).name} gives {probs.shape[1]} classes but there are "
+                f"{len(self.labels)} labels"
+            )
+        self.hybrid = hybrid
+
     def run(self, texts: Sequence[str], with_embedding: bool) -> tuple[np.ndarray, Any]:
-        """(probs, embedding or None) in input order, run in length-sorted chunks."""
+        """(probs, embedding or None) in input order, run in length-sorted chunks; a hybrid
+        version's probabilities are the blend, its embedding the transformer's."""
         encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
         ids = [encoding.ids for encoding in encode(list(texts))]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
@@ -219,4 +311,7 @@ class ServedModel:
                 result.append(output)
         unsort = np.argsort(order)
         stacked = [np.concatenate(result)[unsort] for result in results]
-        return stacked[0], (stacked[1] if with_embedding else None)
+        probs = stacked[0]
+        if self.hybrid is not None:
+            probs = blend(probs, self.hybrid.probs(texts), self.hybrid.weight)
+        return probs, (stacked[1] if with_embedding else None)

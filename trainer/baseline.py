@@ -24,6 +24,11 @@ DEFAULT_C = 10.0
 MIN_DF_FROM = 1000
 
 
+def min_df_for(train_size: int) -> int:
+    """2 (drop n-grams seen in one text) once there are enough texts, else 1."""
+    return 2 if train_size >= MIN_DF_FROM else 1
+
+
 def tfidf_baseline(
     train_texts: Sequence[str],
     train_labels: Sequence[int],
@@ -50,7 +55,7 @@ def tfidf_baseline(
         raise ValueError(f"train_labels must be label indices in [0, {len(labels)})")
     if len(set(train_labels)) < 2:
         raise ValueError("the baseline needs at least two labels in the training texts")
-    min_df = 2 if len(train_texts) >= MIN_DF_FROM else 1
+    min_df = min_df_for(len(train_texts))
     vectorizer = TfidfVectorizer(
         ngram_range=(1, 2), sublinear_tf=True, min_df=min_df, dtype=np.float32
     )

@@ -59,6 +59,11 @@ class TrainOptions:
     max_minutes: float | None = option(
         None, "Time budget of the training loop: validate once more and stop.", fallback="none"
     )
+    hybrid: bool = option(
+        False,
+        "Serve a blend with a word+char TF-IDF logistic regression (tfidf.onnx); its weight is "
+        "chosen by K-fold on the training rows.",
+    )
 
     @classmethod
     def for_task(cls, task: str, **given: Any) -> TrainOptions:

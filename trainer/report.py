@@ -228,6 +228,34 @@ def _variants(metrics: Mapping[str, Any], variants: Mapping[str, Mapping[str, An
     ]
 
 
+def _hybrid(metrics: Mapping[str, Any]) -> list[str]:
+    """A hybrid version: the served blend beside the two models it mixes, and its weight."""
+    hybrid = metrics["hybrid"]
+    weight = float(hybrid.get("weight", 0.0))
+    rows = [
+        [
+            name,
+            _score(values.get("accuracy")),
+            _score(values.get("macro_f1")),
+            _score(values.get("ece")),
+        ]
+        for name, values in (
+            ("transformer", hybrid.get("transformer", {})),
+            ("TF-IDF", hybrid.get("tfidf", {})),
+            ("blend (served)", metrics),
+        )
+    ]
+    return [
+        "## Hybrid",
+        "",
+        f"Served: {weight:.2f} × transformer + {1 - weight:.2f} × TF-IDF"
+        f" ({hybrid.get('setup', MISSING)}). Weight chosen by "
+        f"{hybrid.get('weight_chosen_by', MISSING)}.",
+        "",
+        _table(["Model", "Accuracy", "Macro-F1", "ECE"], rows),
+    ]
+
+
 def render_report(
     metrics: Mapping[str, Any],
     baseline: Mapping[str, Any] | None,
@@ -242,6 +270,8 @@ def render_report(
         _confusion(metrics),
         _calibration(metrics, baseline),
     ]
+    if metrics.get("hybrid"):
+        sections.append(_hybrid(metrics))
     if variants:
         sections.append(_variants(metrics, variants))
     return "\n\n".join("\n".join(section) for section in sections) + "\n"

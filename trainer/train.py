@@ -26,6 +26,7 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
+from contracts import serving
 from contracts.reference import write_reference
 from trainer.baseline import tfidf_baseline
 from trainer.checkpoint import Checkpoint, run_id
@@ -41,10 +42,11 @@ from trainer.export import (
     export_onnx,
     serving_tokenizer,
 )
+from trainer.hybrid import Hybrid, check_tfidf_parity, export_tfidf, fit_hybrid
 from trainer.loop import TrainStats, fine_tune
 from trainer.metrics import classification_metrics
 from trainer.modeling import build_classifier
-from trainer.onnx_runner import OnnxClassifier
+from trainer.onnx_runner import QUIET, OnnxClassifier
 from trainer.options import TrainOptions
 from trainer.quantize import Precision, compare_variants, install_variant
 from trainer.reference import reference_statistics
@@ -139,6 +141,10 @@ class Evaluation:
     truth: np.ndarray
     scores: dict[str, Any]
     baseline: dict[str, Any]
+    probs: np.ndarray | None = None
+    """The transformer's validation probabilities (torch)."""
+    hybrid: dict[str, Any] | None = None
+    """With a hybrid: its weight, how it was chosen, and each model's scores apart."""
 
     @property
     def margin_points(self) -> float:
@@ -190,15 +196,20 @@ def train_and_export(
     run.log.info("train.trained", **dataclasses.asdict(stats))
 
     evaluation = evaluate_against_baseline(run, model, tokenizer, split)
+    hybrid = select_hybrid(run, model, tokenizer, split) if run.options.hybrid else None
+    if hybrid is not None:
+        score_hybrid(run, evaluation, hybrid)
     created_at = datetime.now(UTC).isoformat(timespec="seconds")
-    classifier = classifier_record(run, model, tokenizer, precision, created_at)
+    classifier = classifier_record(run, model, tokenizer, precision, created_at, hybrid)
     metrics = metrics_record(run, evaluation, stats, len(split.train), created_at)
 
     def build(staging: Path) -> None:
         """Export into the staging dir; a failed parity check aborts the version."""
         export_checked_onnx(staging, model, tokenizer_json, run.options, split.validation, metrics)
+        if hybrid is not None:
+            export_hybrid(staging, hybrid, evaluation, metrics)
         add_variants(staging, precision, tokenizer_json, run, evaluation, metrics)
-        write_served_reference(staging, tokenizer_json, run, evaluation)
+        write_served_reference(staging, tokenizer_json, run, evaluation, hybrid)
         write_version_report(staging, run, evaluation, metrics, classifier)
 
     version_dir = write_model_version(run, device, build, classifier, metrics)
@@ -284,6 +295,7 @@ def evaluate_against_baseline(
         texts=texts,
         truth=truth,
         scores=classification_metrics(truth, probs, list(run.spec.labels)),
+        probs=probs,
         baseline=tfidf_baseline(
             [example.text for example in split.train],
             [example.label for example in split.train],
@@ -304,11 +316,67 @@ def evaluate_against_baseline(
     return evaluation
 
 
+def select_hybrid(run: Run, model: nn.Module, tokenizer: Tokenizer, split: Split) -> Hybrid:
+    """The TF-IDF model and its blend weight, from the training rows alone.
+
+    The transformer's probabilities here are in-sample (see trainer/hybrid.py on why and on
+    which way that leans the weight); validation rows are never read.
+    """
+    texts = [example.text for example in split.train]
+    labels = [example.label for example in split.train]
+    transformer_probs, _ = predict(model, tokenizer, texts, run.options.eval_batch_size)
+    hybrid = fit_hybrid(
+        texts, labels, transformer_probs, len(run.spec.labels), seed=run.options.seed
+    )
+    run.log.info("train.hybrid_selected", weight=hybrid.weight, fit_seconds=hybrid.fit_seconds)
+    return hybrid
+
+
+def score_hybrid(run: Run, evaluation: Evaluation, hybrid: Hybrid) -> None:
+    """Score the served blend on the validation rows: it becomes the version's headline
+    score, the transformer's and the TF-IDF model's own scores are kept beside it."""
+    labels = list(run.spec.labels)
+    tfidf_probs = hybrid.probs(evaluation.texts)
+    blended = serving.blend(evaluation.probs, tfidf_probs, hybrid.weight)
+    keys = ("accuracy", "macro_f1", "ece")
+    tfidf_scores = classification_metrics(evaluation.truth, tfidf_probs, labels)
+    evaluation.hybrid = {
+        **hybrid.record(),
+        "transformer": {key: evaluation.scores[key] for key in keys},
+        "tfidf": {key: tfidf_scores[key] for key in keys},
+        "folds": hybrid.folds,
+        "fit_seconds": hybrid.fit_seconds,
+        "training_rows_curve": hybrid.curve,
+    }
+    evaluation.scores = classification_metrics(evaluation.truth, blended, labels)
+    run.log.info(
+        "train.hybrid_evaluated",
+        weight=hybrid.weight,
+        accuracy=evaluation.scores["accuracy"],
+        transformer_accuracy=evaluation.hybrid["transformer"]["accuracy"],
+        tfidf_accuracy=evaluation.hybrid["tfidf"]["accuracy"],
+    )
+
+
+def export_hybrid(
+    staging: Path, hybrid: Hybrid, evaluation: Evaluation, metrics: dict[str, Any]
+) -> None:
+    """tfidf.onnx, checked against scikit-learn on validation texts as served (raises)."""
+    path = export_tfidf(hybrid.pipeline, staging / serving.TFIDF_ONNX)
+    texts = [*evaluation.texts[:200], "", "   ", "caf\ufffd \u00e9t\u00e9 #39; <b>", "x " * 600]
+    metrics["hybrid"]["parity_max_abs_prob_diff"] = check_tfidf_parity(hybrid, path, texts)
+
+
 def classifier_record(
-    run: Run, model: nn.Module, tokenizer: Tokenizer, precision: Precision, created_at: str
+    run: Run,
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    precision: Precision,
+    created_at: str,
+    hybrid: Hybrid | None = None,
 ) -> dict[str, Any]:
     """classifier.json: what model.py and the worker need to serve and describe the version."""
-    return {
+    record = {
         "task": run.spec.name,
         "model_name": run.model_name,
         "labels": list(run.spec.labels),
@@ -323,6 +391,9 @@ def classifier_record(
         "created_at": created_at,
         "precision": precision,
     }
+    if hybrid is not None:
+        record["hybrid"] = hybrid.record()
+    return record
 
 
 BASELINE_KEYS = ("name", "setup", "accuracy", "macro_f1", "ece", "fit_seconds")
@@ -352,6 +423,7 @@ def metrics_record(
         "options": dataclasses.asdict(run.options),
         "data": str(run.data),
         "created_at": created_at,
+        **({"hybrid": evaluation.hybrid} if evaluation.hybrid is not None else {}),
     }
 
 
@@ -403,12 +475,19 @@ def add_variants(
 
 
 def write_served_reference(
-    staging: Path, tokenizer_json: str, run: Run, evaluation: Evaluation
+    staging: Path,
+    tokenizer_json: str,
+    run: Run,
+    evaluation: Evaluation,
+    hybrid: Hybrid | None = None,
 ) -> None:
-    """reference.json from the served ONNX file's own outputs: drift compares like with like."""
+    """reference.json from the served files' own outputs: drift compares like with like (a
+    hybrid's probabilities are the served blend, its embedding the transformer's)."""
     served = OnnxClassifier.from_files(
         staging / "model.onnx", tokenizer_json, run.options.max_length, labels=run.spec.labels
     )
+    if hybrid is not None:
+        served.served.attach_hybrid(staging / serving.TFIDF_ONNX, hybrid.weight, QUIET)
     served_probs, served_embeddings = served.predict(evaluation.texts)
     write_reference(
         staging,

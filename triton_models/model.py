@@ -6,6 +6,7 @@ The trainer copies this file into every version directory next to `model.onnx`,
 self-contained and runs unchanged in the official Triton container (which needs only
 `onnxruntime` or `onnxruntime-gpu`, `tokenizers` and `numpy` in the stub's Python environment).
 `trainer evaluate` runs the same recipe outside Triton, so its scores are the served scores.
+A hybrid version also carries `tfidf.onnx`; the recipe blends its probabilities into PROBS.
 
 Inputs/outputs (see config.pbtxt and contracts/tensors.py):
   TEXT       TYPE_STRING [1]   one UTF-8 text per batch row (invalid bytes are replaced)
@@ -118,7 +119,8 @@ class TritonPythonModel:
             f"loaded {args['model_name']} version {args['model_version']}: labels={labels} "
             f"embedding_dim={self.served.embedding_dim} rows_per_run={self.served.rows_per_run} "
             f"providers={self.served.session.get_providers()} "
-            f"intra_op_threads={self.served.threads}"
+            f"intra_op_threads={self.served.threads} "
+            f"hybrid_weight={self.served.hybrid.weight if self.served.hybrid else None}"
         )
 
     def _texts(self, request) -> list[str]:

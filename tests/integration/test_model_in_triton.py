@@ -2,7 +2,8 @@
 
 Trains a few steps on real data, exports it, starts Triton (the binary from the PyTriton wheel,
 via devstack's LocalTriton) on a tmp repository, and checks the served contract: PROBS,
-LABELS, EMBEDDING on demand, bad UTF-8 tolerated, hot swap, pinning and refused versions.
+LABELS, EMBEDDING on demand, bad UTF-8 tolerated, hot swap, pinning and refused versions; and
+a hybrid version (transformer + TF-IDF blend) served by the same model.py beside the plain one.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from contracts import tensors
+from contracts import serving, tensors
 from contracts.triton_request import requested_outputs, text_input
 from devstack.state import StateFile, pid_alive
 from devstack.triton import LocalTriton
@@ -208,3 +209,77 @@ def test_broken_version_is_refused_and_the_serving_one_stays(
     result = infer(client, [b"still answering"], [tensors.PROBS])
     assert result.as_numpy(tensors.PROBS).shape == (1, len(LABELS))
     assert result.get_response().model_version == "1"
+
+
+HYBRID = "news_hybrid"
+
+
+@pytest.fixture(scope="module")
+def hybrid_version(repository: Path) -> Path:
+    """A tiny hybrid version beside the plain one: 8 steps, a TF-IDF model on the same rows."""
+    started = time.perf_counter()
+    options = TrainOptions.for_task(
+        "news",
+        max_steps=8,
+        max_length=32,
+        batch_size=16,
+        max_train_samples=300,
+        max_eval_samples=64,
+        torch_threads=min(2, available_cores()),
+        progress=False,
+        hybrid=True,
+    )
+    version_dir = train_and_export(
+        "news",
+        data_file("news"),
+        settings=TrainerSettings(),
+        options=options,
+        repository=repository,
+        model_name=HYBRID,
+    )
+    assert time.perf_counter() - started < 150
+    assert (version_dir / serving.TFIDF_ONNX).is_file()
+    metrics = json.loads((version_dir / "metrics.json").read_text())
+    assert metrics["hybrid"]["parity_max_abs_prob_diff"] < 1e-5
+    classifier = json.loads((version_dir / "classifier.json").read_text())
+    assert classifier["hybrid"]["weight"] == metrics["hybrid"]["weight"]
+    return version_dir
+
+
+def test_a_hybrid_version_serves_the_probabilities_trainer_evaluate_computes(
+    hybrid_version: Path, triton: LocalTriton, client: grpcclient.InferenceServerClient
+) -> None:
+    """The same model.py serves the plain model and the hybrid one side by side."""
+    assert publish(HYBRID, hybrid_version.parent.parent, triton.grpc_url).version == 1
+    texts = [" ".join(text.split()[: 2 + i % 25]) for i, text in enumerate(news_texts("news", 48))]
+    outputs = requested_outputs([tensors.PROBS, tensors.EMBEDDING, tensors.LABELS])
+
+    served = client.infer(HYBRID, [text_input(texts)], outputs=outputs)
+    runner = OnnxClassifier.from_version_dir(hybrid_version)
+    probs, embedding = runner.predict(texts, batch_size=64)
+
+    assert runner.served.hybrid is not None
+    np.testing.assert_allclose(served.as_numpy(tensors.PROBS), probs, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(served.as_numpy(tensors.EMBEDDING), embedding, rtol=0, atol=1e-5)
+    assert [label.decode() for label in served.as_numpy(tensors.LABELS)[0]] == LABELS
+
+
+def test_the_hybrid_serves_the_recorded_blend_and_the_transformers_embedding(
+    hybrid_version: Path, client: grpcclient.InferenceServerClient
+) -> None:
+    weight = json.loads((hybrid_version / "classifier.json").read_text())["hybrid"]["weight"]
+    texts = news_texts("news", 16)
+    transformer = OnnxClassifier.from_version_dir(hybrid_version)
+    tfidf = transformer.served.hybrid
+    assert tfidf is not None
+    transformer.served.hybrid = None
+    alone, alone_embedding = transformer.predict(texts)
+    outputs = requested_outputs([tensors.PROBS, tensors.EMBEDDING])
+
+    served = client.infer(HYBRID, [text_input(texts)], outputs=outputs)
+
+    expected = serving.blend(alone, tfidf.probs(texts), weight)
+    np.testing.assert_allclose(served.as_numpy(tensors.PROBS), expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(
+        served.as_numpy(tensors.EMBEDDING), alone_embedding, rtol=0, atol=1e-5
+    )

@@ -77,3 +77,23 @@ def test_variants_show_accuracy_and_speed_change() -> None:
     int8_row = next(line for line in report.splitlines() if line.startswith("| int8 "))
     assert "-1.00 pts" in int8_row and "2.50×" in int8_row and "23.5" in int8_row
     assert "No baseline was scored" in report
+
+
+def test_a_hybrid_version_shows_the_blend_beside_both_models() -> None:
+    hybrid = {
+        "weight": 0.7,
+        "setup": "word and char TF-IDF",
+        "weight_chosen_by": "training rows only",
+        "transformer": {"accuracy": 0.5, "macro_f1": 0.4, "ece": 0.1},
+        "tfidf": {"accuracy": 0.25, "macro_f1": 0.2, "ece": 0.3},
+    }
+
+    report = render_report({**MODEL, "hybrid": hybrid}, BASELINE, None, META)
+    plain = render_report(MODEL, BASELINE, None, META)
+
+    assert "## Hybrid" not in plain
+    section = report.split("## Hybrid", 1)[1]
+    assert "0.70 × transformer + 0.30 × TF-IDF (word and char TF-IDF)" in section
+    assert "| transformer | 0.5000 | 0.4000 | 0.1000 |" in section
+    assert "| TF-IDF | 0.2500 | 0.2000 | 0.3000 |" in section
+    assert f"| blend (served) | {MODEL['accuracy']:.4f} |" in section
