@@ -46,7 +46,9 @@ def timed(generator: Iterator[Any]) -> Iterator[tuple[Any, float]]:
         yield item, time.perf_counter() - tick
 
 
-def train_step(model: Any, optimizer: Any, scheduler: Any, batch: Any, max_grad_norm: float) -> float:
+def train_step(
+    model: Any, optimizer: Any, scheduler: Any, batch: Any, max_grad_norm: float
+) -> float:
     """One step as `FineTuning._step` takes it; its seconds."""
     from trainer.loop import training_loss
 

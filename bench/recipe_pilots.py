@@ -97,7 +97,9 @@ def main() -> None:
     for variant in args.variants:
         results[variant] = pilot(variant, args)
         row = results[variant]
-        print(f"{variant}: accuracy {row['accuracy']} macro-F1 {row['macro_f1']} ({row['seconds']} s)")
+        print(
+            f"{variant}: accuracy {row['accuracy']} macro-F1 {row['macro_f1']} ({row['seconds']} s)"
+        )
         args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
 

@@ -16,8 +16,9 @@ Scraped text carries debris that is not a reason to refuse a message:
 `normalize_text(normalize_text(t)) == normalize_text(t)`: a reference is decoded only when the
 result holds no character that could form a new reference (letters, digits, `#`, `;`, spaces or
 controls; `&` is fine, as every reference that decodes to `&` is also a `_LINK`, so a
-reference right after it would have been part of the same match), and tags and backslashes
-become spaces, which join nothing.
+reference right after it would have been part of the same match); backslashes and then tags
+become spaces, which join nothing (an escaping backslash is dropped, and joins only `$` or `/`
+to what precedes, which forms no reference, and no tag since tags are removed after it).
 """
 
 from __future__ import annotations
@@ -76,10 +77,10 @@ def _clean(text: str) -> str:
         text = text.translate(_TABLE)
     if "&" in text or ";" in text:
         text = _REFERENCE.sub(_decode, text)
+    if "\\" in text:  # before tags: `<\/b>` is a tag once its escape is dropped
+        text = _BACKSLASH.sub(lambda match: match[1] or " ", text)
     if "<" in text:
         text = _TAG.sub(" ", text)
-    if "\\" in text:
-        text = _BACKSLASH.sub(lambda match: match[1] or " ", text)
     return text
 
 

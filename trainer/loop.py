@@ -308,9 +308,7 @@ class FineTuning:
             state.epoch_rng_state = self.rng.getstate()
         else:
             self.rng.setstate(state.epoch_rng_state)
-        epoch = batches(
-            self.train, self.tokenizer, self.options.batch_size, self.rng, self.lengths
-        )
+        epoch = batches(self.train, self.tokenizer, self.options.batch_size, self.rng, self.lengths)
         for index, batch in enumerate(epoch):
             if index < state.batch_in_epoch:
                 continue

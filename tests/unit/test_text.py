@@ -63,8 +63,8 @@ AG_NEWS_ROWS = [
         "this is it. I'm leaving you for another browser.",
     ),
     (
-        "and also announced  quot;the industry #39;s first quot; Gigabit Ethernet-enabled IP phone.",
-        'and also announced "the industry\'s first" Gigabit Ethernet-enabled IP phone.',
+        "also announced  quot;the industry #39;s first quot; Gigabit Ethernet-enabled IP phone.",
+        'also announced "the industry\'s first" Gigabit Ethernet-enabled IP phone.',
     ),
     (
         "quot;The ability to watch TV-like content on a mobile phone is a natural next step",
@@ -117,7 +117,7 @@ def test_ag_news_debris_is_cleaned(raw: str, expected: str) -> None:
     ("raw", "expected_words"),
     [
         (  # real entities around a Reuters ticker link: the tag goes, its text stays
-            "Kimberly-Clark Corp. &lt;A HREF=\"http://www.investor.reuters.com/FullQuote.aspx?"
+            'Kimberly-Clark Corp. &lt;A HREF="http://www.investor.reuters.com/FullQuote.aspx?'
             'ticker=KMB.N target=/stocks/quickinfo/fullquote"&gt;KMB.N&lt;/A&gt; said on  Monday',
             "Kimberly-Clark Corp. KMB.N said on Monday",
         ),
@@ -165,7 +165,7 @@ def test_clean_text_costs_no_copy(clean: str) -> None:
 PIECES = [
     "&", "amp;", "AMP;", "#38;", "#x26;", "#39;", "#108;", "#1;", "#10;", "quot;", "lt;", "gt;",
     "&lt;", "&gt;", "eacute;", "fjlig;", "notx;", "<", ">", "</", "b", "a", "x", " ", "  ", "\\",
-    "$", ";", "#", "\u0096", "\u0000", "\u00e9", "1",
+    "$", "/", ";", "#", "\u0096", "\u0000", "\u00e9", "1",
 ]
 # fmt: on
 
