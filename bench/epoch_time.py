@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import statistics
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -111,13 +113,21 @@ def epochs(args: argparse.Namespace) -> dict[str, Any]:
             widths.append(batch[0].shape[1])
             steps.append(train_step(model, optimizer, scheduler, batch, options.max_grad_norm))
             active += 1
+        print(f"step {len(steps)}", file=sys.stderr, flush=True)
         if not active:
             break
     for mode, (model, _, _, _, steps, tokenize, widths) in runs.items():
         result[mode].update(
             rows=len(rows),
             steps=len(steps),
-            epoch_seconds=round(sum(steps) + sum(tokenize), 2),
+            # The mean step (tokenizing included) times the steps of a whole epoch: measured
+            # when `steps` covers the epoch, an estimate from a random sample of it otherwise.
+            epoch_seconds=round(
+                statistics.fmean(map(sum, zip(steps, tokenize, strict=True)))
+                * math.ceil(len(rows) / size),
+                1,
+            ),
+            whole_epoch=len(steps) == math.ceil(len(rows) / size),
             median_step_seconds=round(statistics.median(steps), 3),
             mean_batch_width=round(statistics.mean(widths), 1),
         )

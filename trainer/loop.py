@@ -1,9 +1,9 @@
 """The fine-tuning loop: AdamW with a linear schedule, periodic validation, early stopping on
 macro-F1 with the best weights restored, a time budget, and resumable checkpoints.
 
-Recipe options (`TrainOptions`, all off by default): batches grouped by token length, layer-wise
+Recipe options (`TrainOptions`): batches grouped by token length (on by default), layer-wise
 LR decay and a head LR multiplier (`parameter_groups`), label smoothing (`training_loss`), and
-the average of the last validations' weights (`average_state_dicts`).
+the average of the last validations' weights (`average_state_dicts`); those four are off by default.
 
 `FineTuning` holds one run's mutable state so that each concern (a step, an epoch, what to do
 after a step) is a short method; `fine_tune` is the one call the training recipe makes.

@@ -60,7 +60,7 @@ class TrainOptions:
         None, "Time budget of the training loop: validate once more and stop.", fallback="none"
     )
     group_by_length: bool = option(
-        False,
+        True,
         "Batch texts of similar token length (sorted within shuffled chunks, batches shuffled), "
         "so a batch pads to less.",
     )
