@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install test unit integration chaos lint demo bench bench-profile bench-backlog bench-compression bench-overhead stack-up stack-down clean
+.PHONY: install test unit integration chaos lint demo bench bench-profile bench-backlog bench-compression bench-overhead bench-epoch stack-up stack-down clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -54,6 +54,9 @@ bench-compression: install
 
 bench-overhead: install
 	$(PY) bench/overhead.py
+
+bench-epoch: install
+	$(PY) bench/epoch_time.py
 
 # The launcher (devstack/) is run as a module from the clone, so stack-down and clean work
 # without reinstalling; `labelstream-stack` is the same command once installed.

@@ -1,6 +1,10 @@
 """The fine-tuning loop: AdamW with a linear schedule, periodic validation, early stopping on
 macro-F1 with the best weights restored, a time budget, and resumable checkpoints.
 
+Recipe options (`TrainOptions`): batches grouped by token length (on by default), layer-wise
+LR decay and a head LR multiplier (`parameter_groups`), label smoothing (`training_loss`), and
+the average of the last validations' weights (`average_state_dicts`); those four are off by default.
+
 `FineTuning` holds one run's mutable state so that each concern (a step, an epoch, what to do
 after a step) is a short method; `fine_tune` is the one call the training recipe makes.
 """
@@ -10,10 +14,13 @@ from __future__ import annotations
 import copy
 import math
 import random
+import re
 import statistics
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 import torch
@@ -31,6 +38,10 @@ log = structlog.get_logger(__name__)
 
 # Steps timed before a time budget is turned into a step count.
 FIT_AFTER_STEPS = 20
+# Batches per chunk that `length_grouped` sorts by length: 2,048 rows at batch size 32.
+GROUP_CHUNK_BATCHES = 64
+# An encoder layer's parameters: `bert.encoder.layer.3.attention...` is layer 3.
+_LAYER = re.compile(r"\.layer\.(\d+)\.")
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -50,6 +61,45 @@ class TrainStats:
     resumed_from_step: int = 0
     stopped_by_budget: bool = False
     evaluations: list[dict[str, float]] = field(default_factory=list)
+    weight_average: dict[str, float] | None = None
+    """The averaged weights' validation scores, and whether they were kept (`used`)."""
+
+
+def token_lengths(tokenizer: Tokenizer, texts: Sequence[str]) -> list[int]:
+    """Tokens per text after truncation, without padding: what a batch of it pads to."""
+    return [sum(encoding.attention_mask) for encoding in tokenizer.encode_batch(list(texts))]
+
+
+def length_grouped(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Index batches of similar length, as transformers' LengthGroupedSampler makes them.
+
+    Shuffle, sort chunks of `GROUP_CHUNK_BATCHES` batches by length, cut them into batches,
+    shuffle the batches: a batch pads to little, and each epoch still mixes differently.
+    """
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    size = batch_size * GROUP_CHUNK_BATCHES
+    grouped: list[list[int]] = []
+    for start in range(0, len(order), size):
+        chunk = sorted(order[start : start + size], key=lengths.__getitem__, reverse=True)
+        grouped.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(grouped)
+    return grouped
+
+
+def batch_indices(
+    count: int,
+    batch_size: int,
+    rng: random.Random | None = None,
+    lengths: Sequence[int] | None = None,
+) -> list[list[int]]:
+    """Rows per batch: in order, shuffled when `rng`, grouped by length when also `lengths`."""
+    if rng is not None and lengths is not None:
+        return length_grouped(lengths, batch_size, rng)
+    order = list(range(count))
+    if rng is not None:
+        rng.shuffle(order)
+    return [order[start : start + batch_size] for start in range(0, count, batch_size)]
 
 
 def batches(
@@ -57,19 +107,33 @@ def batches(
     tokenizer: Tokenizer,
     batch_size: int,
     rng: random.Random | None = None,
+    lengths: Sequence[int] | None = None,
 ) -> Iterator[Batch]:
-    """(input_ids, attention_mask, labels) batches, padded to the longest row; shuffled if rng."""
-    order = list(range(len(examples)))
-    if rng is not None:
-        rng.shuffle(order)
-    for start in range(0, len(order), batch_size):
-        chunk = [examples[index] for index in order[start : start + batch_size]]
+    """(input_ids, attention_mask, labels) batches, each padded to its own longest row."""
+    for indices in batch_indices(len(examples), batch_size, rng, lengths):
+        chunk = [examples[index] for index in indices]
         encodings = tokenizer.encode_batch([example.text for example in chunk])
         yield (
             torch.tensor([e.ids for e in encodings], dtype=torch.int64),
             torch.tensor([e.attention_mask for e in encodings], dtype=torch.int64),
             torch.tensor([example.label for example in chunk], dtype=torch.int64),
         )
+
+
+def training_loss(logits: torch.Tensor, labels: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Cross-entropy, with `smoothing` of each target's mass spread evenly over all labels."""
+    return nn.functional.cross_entropy(logits, labels, label_smoothing=smoothing)
+
+
+def average_state_dicts(snapshots: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of floating tensors; integer buffers are taken from the last."""
+    last = snapshots[-1]
+    return {
+        name: torch.stack([snapshot[name] for snapshot in snapshots]).mean(dim=0)
+        if value.is_floating_point()
+        else value.clone()
+        for name, value in last.items()
+    }
 
 
 class LinearSchedule:
@@ -89,22 +153,42 @@ class LinearSchedule:
         return max(0.0, (self.total - step) / max(1, self.total - self.warmup))
 
 
-def make_optimizer(
-    model: nn.Module, options: TrainOptions, total_steps: int
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW without decay on biases/LayerNorm, linear warmup then linear decay to zero."""
-    decay, no_decay = [], []
+def lr_scale(name: str, num_layers: int, options: TrainOptions) -> float:
+    """A parameter's share of the peak LR: the head's multiplier, else `layer_lr_decay` per
+    encoder layer below the top one (the top layer 1, the embeddings one step below layer 0)."""
+    if "embeddings" in name:
+        return options.layer_lr_decay**num_layers
+    layer = _LAYER.search(name)
+    if layer is None:  # the head: classifier, and BERT's pooler
+        return options.head_lr_multiplier
+    return options.layer_lr_decay ** (num_layers - 1 - int(layer.group(1)))
+
+
+def parameter_groups(model: nn.Module, options: TrainOptions) -> list[dict[str, Any]]:
+    """One AdamW group per (LR, weight decay); no decay on biases and LayerNorm. Without layer
+    decay or a head multiplier these are the two groups of plain AdamW fine-tuning."""
+    num_layers = model.config.num_hidden_layers
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        (no_decay if parameter.ndim < 2 or "LayerNorm" in name else decay).append(parameter)
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": options.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=options.learning_rate,
-    )
+        no_decay = parameter.ndim < 2 or "LayerNorm" in name
+        key = (
+            options.learning_rate * lr_scale(name, num_layers, options),
+            0.0 if no_decay else options.weight_decay,
+        )
+        groups.setdefault(key, []).append(parameter)
+    return [
+        {"params": params, "lr": lr, "weight_decay": decay}
+        for (lr, decay), params in groups.items()
+    ]
+
+
+def make_optimizer(
+    model: nn.Module, options: TrainOptions, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over `parameter_groups`, linear warmup then linear decay to zero (every group)."""
+    optimizer = torch.optim.AdamW(parameter_groups(model, options), lr=options.learning_rate)
     schedule = LinearSchedule(total_steps, options.warmup_ratio)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
@@ -122,8 +206,12 @@ def evaluate(
     num_labels: int,
     batch_size: int = 64,
 ) -> dict[str, float]:
-    """Accuracy and macro-F1 (all labels, absent ones count as 0) on held-out examples."""
+    """Accuracy and macro-F1 (all labels, absent ones count as 0) on held-out examples.
+
+    Rows go in order of length (the scores do not depend on the order), so batches pad little.
+    """
     model.eval()
+    examples = sorted(examples, key=lambda example: len(example.text))
     predictions: list[int] = []
     with torch.no_grad():
         for input_ids, attention_mask, _labels in batches(examples, tokenizer, batch_size):
@@ -183,6 +271,13 @@ class FineTuning:
         self.deadline = time.monotonic() + 60 * options.max_minutes if options.max_minutes else None
         self.loss = float("nan")
         self.step_seconds: list[float] = []
+        self.lengths = (
+            token_lengths(tokenizer, [example.text for example in train])
+            if options.group_by_length
+            else None
+        )
+        self.snapshots: deque[dict[str, torch.Tensor]] = deque(maxlen=max(1, options.average_last))
+        self.weight_average: dict[str, float] | None = None
 
     def run(self) -> TrainStats:
         """Epochs until the step count, patience or the time budget ends the run."""
@@ -192,8 +287,7 @@ class FineTuning:
         with logging_redirect_tqdm(), self._progress_bar() as bar:
             while self.state.step < self.total_steps and not self.stopped_early:
                 self._epoch(bar)
-        if self.best_weights is not None:
-            self.model.load_state_dict(self.best_weights)
+        self._final_weights()
         self.model.eval()
         return self._stats(time.perf_counter() - started)
 
@@ -214,7 +308,7 @@ class FineTuning:
             state.epoch_rng_state = self.rng.getstate()
         else:
             self.rng.setstate(state.epoch_rng_state)
-        epoch = batches(self.train, self.tokenizer, self.options.batch_size, self.rng)
+        epoch = batches(self.train, self.tokenizer, self.options.batch_size, self.rng, self.lengths)
         for index, batch in enumerate(epoch):
             if index < state.batch_in_epoch:
                 continue
@@ -229,14 +323,15 @@ class FineTuning:
         """One optimizer step with clipped gradients."""
         input_ids, attention_mask, labels = batch
         tick = time.perf_counter()
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
-        out.loss.backward()
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        loss = training_loss(logits, labels, self.options.label_smoothing)
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.options.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step_seconds.append(time.perf_counter() - tick)
-        self.loss = float(out.loss.detach())
+        self.loss = float(loss.detach())
         self.state.step += 1
 
     def _show(self, bar: tqdm) -> None:
@@ -271,6 +366,8 @@ class FineTuning:
         )
         if gained:
             self.best_weights = copy.deepcopy(self.model.state_dict())
+        if self.options.average_last > 1:
+            self.snapshots.append(copy.deepcopy(self.model.state_dict()))
         if self.checkpoint:
             self.checkpoint.save(
                 self.model, self.optimizer, self.scheduler, self.state, best=gained
@@ -278,10 +375,38 @@ class FineTuning:
         patience = self.options.patience
         return bool(patience) and self.state.evals_without_gain >= patience
 
+    def _final_weights(self) -> None:
+        """Leave the model with the best validated weights: the average of the last
+        `average_last` validations' weights when it scores at least the best single one's
+        macro-F1, else the best single one's."""
+        if len(self.snapshots) > 1 and self.validation:
+            self.model.load_state_dict(average_state_dicts(self.snapshots))
+            scores = evaluate(
+                self.model,
+                self.tokenizer,
+                self.validation,
+                self.num_labels,
+                self.options.eval_batch_size,
+            )
+            used = scores["macro_f1"] >= self.state.best_macro_f1
+            self.weight_average = {
+                "checkpoints": len(self.snapshots),
+                "accuracy": scores["accuracy"],
+                "macro_f1": scores["macro_f1"],
+                "used": used,
+            }
+            log.info("train.weight_average", **self.weight_average)
+            if used:
+                return
+        if self.best_weights is not None:
+            self.model.load_state_dict(self.best_weights)
+
     def _fit_schedule(self) -> int:
         """Fit the LR schedule to the time budget, so a slow machine still ends its decay."""
         assert self.deadline is not None
-        per_step = statistics.median(self.step_seconds)
+        # Length-grouped batches differ in cost, so their mean (not the median) sets the pace.
+        pace = statistics.fmean if self.lengths is not None else statistics.median
+        per_step = pace(self.step_seconds)
         seconds_left = self.deadline - time.monotonic()
         fitted = fit_to_budget(self.state.step, self.total_steps, seconds_left, per_step)
         if fitted < self.total_steps:
@@ -309,6 +434,7 @@ class FineTuning:
             stopped_by_budget=self.stopped_by_budget,
             resumed_from_step=self.resumed_from,
             evaluations=state.evaluations,
+            weight_average=self.weight_average,
         )
 
 

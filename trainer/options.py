@@ -64,6 +64,21 @@ class TrainOptions:
         "Serve a blend with a word+char TF-IDF logistic regression (tfidf.onnx); its weight is "
         "chosen by K-fold on the training rows.",
     )
+    group_by_length: bool = option(
+        True,
+        "Batch texts of similar token length (sorted within shuffled chunks, batches shuffled), "
+        "so a batch pads to less.",
+    )
+    layer_lr_decay: float = option(
+        1.0, "Each encoder layer's LR is this times the next one up's (embeddings lowest); 1 off."
+    )
+    head_lr_multiplier: float = option(1.0, "The classifier head's LR, as a multiple of the LR.")
+    label_smoothing: float = option(0.0, "Label smoothing of the cross-entropy loss.")
+    average_last: int = option(
+        0,
+        "Average the weights of the last N validations; kept when it validates at least as well "
+        "as the best single one. 0 or 1: off.",
+    )
 
     @classmethod
     def for_task(cls, task: str, **given: Any) -> TrainOptions:
