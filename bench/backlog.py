@@ -49,7 +49,7 @@ def train_short_model(repository: Path) -> None:
     from trainer.settings import TrainerSettings
     from trainer.train import train_and_export
 
-    shared, sample, task = DATA[MODEL]
+    _, sample, task = DATA[MODEL]  # DATA holds the bench texts (dev); training reads train.tsv
     data = SHARED / "sst2" / "train.tsv"
     options = TrainOptions.for_task(
         task,
