@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install test unit integration chaos lint demo bench bench-profile bench-backlog bench-compression bench-overhead bench-epoch stack-up stack-down clean
+.PHONY: install test unit integration chaos lint demo bench bench-profile bench-backlog bench-compression bench-overhead bench-epoch bench-int8 stack-up stack-down clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -57,6 +57,10 @@ bench-overhead: install
 
 bench-epoch: install
 	$(PY) bench/epoch_time.py
+
+# INT8 beside fp32 for one trained version: make bench-int8 VERSION=triton_models/news_topic/2
+bench-int8: install
+	$(PY) bench/int8.py --version-dir $(VERSION) $(if $(VALIDATION),--validation-data $(VALIDATION))
 
 # The launcher (devstack/) is run as a module from the clone, so stack-down and clean work
 # without reinstalling; `labelstream-stack` is the same command once installed.

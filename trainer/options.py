@@ -64,6 +64,12 @@ class TrainOptions:
         "Serve a blend with a word+char TF-IDF logistic regression (tfidf.onnx); its weight is "
         "chosen by K-fold on the training rows.",
     )
+    blend_fraction: float = option(
+        0.1,
+        "With --hybrid: share of the training rows the transformer does not train on; the blend "
+        "weight is chosen on them, where both models are out-of-sample. 0: on all training rows, "
+        "with the transformer in-sample (leans toward the transformer).",
+    )
     group_by_length: bool = option(
         True,
         "Batch texts of similar token length (sorted within shuffled chunks, batches shuffled), "

@@ -30,7 +30,14 @@ from contracts import serving
 from contracts.reference import write_reference
 from trainer.baseline import tfidf_baseline
 from trainer.checkpoint import Checkpoint, run_id
-from trainer.data import Columns, Example, Split, load_split, separate_validation
+from trainer.data import (
+    Columns,
+    Example,
+    Split,
+    load_split,
+    separate_validation,
+    stratified_split,
+)
 from trainer.export import (
     INPUT_NAMES,
     OPSET,
@@ -184,10 +191,11 @@ def train_and_export(
     model = load_model(settings.base_model, run.spec, run.options.head)
 
     checkpoint = open_checkpoint(run, columns)
+    fine_tuned_on, blend_rows = hold_out_blend_rows(run, split.train)
     stats = fine_tune(
         model,
         tokenizer,
-        split.train,
+        fine_tuned_on,
         run.options,
         split.validation,
         len(run.spec.labels),
@@ -196,12 +204,12 @@ def train_and_export(
     run.log.info("train.trained", **dataclasses.asdict(stats))
 
     evaluation = evaluate_against_baseline(run, model, tokenizer, split)
-    hybrid = select_hybrid(run, model, tokenizer, split) if run.options.hybrid else None
+    hybrid = select_hybrid(run, model, tokenizer, split, blend_rows) if run.options.hybrid else None
     if hybrid is not None:
         score_hybrid(run, evaluation, hybrid)
     created_at = datetime.now(UTC).isoformat(timespec="seconds")
     classifier = classifier_record(run, model, tokenizer, precision, created_at, hybrid)
-    metrics = metrics_record(run, evaluation, stats, len(split.train), created_at)
+    metrics = metrics_record(run, evaluation, stats, len(fine_tuned_on), created_at)
 
     def build(staging: Path) -> None:
         """Export into the staging dir; a failed parity check aborts the version."""
@@ -316,19 +324,57 @@ def evaluate_against_baseline(
     return evaluation
 
 
-def select_hybrid(run: Run, model: nn.Module, tokenizer: Tokenizer, split: Split) -> Hybrid:
+def hold_out_blend_rows(run: Run, train: list[Example]) -> tuple[list[Example], list[Example]]:
+    """(rows the transformer fine-tunes on, rows the blend weight is chosen on).
+
+    Only a hybrid with `blend_fraction` > 0 holds rows out, stratified by label; the TF-IDF
+    model and the baseline still fit every training row.
+    """
+    fraction = run.options.blend_fraction
+    if not run.options.hybrid or fraction <= 0:
+        return train, []
+    parts = stratified_split(train, fraction, run.options.seed + 1)
+    run.log.info("train.blend_rows_held_out", rows=len(parts.validation), fraction=fraction)
+    return parts.train, parts.validation
+
+
+def select_hybrid(
+    run: Run,
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    split: Split,
+    blend_rows: Sequence[Example] = (),
+) -> Hybrid:
     """The TF-IDF model and its blend weight, from the training rows alone.
 
-    The transformer's probabilities here are in-sample (see trainer/hybrid.py on why and on
-    which way that leans the weight); validation rows are never read.
+    The weight is chosen on `blend_rows` (training rows the transformer was not fine-tuned
+    on), or, when there are none, on all training rows with in-sample transformer
+    probabilities (see trainer/hybrid.py on which way that leans). Validation rows are never
+    read.
     """
     texts = [example.text for example in split.train]
     labels = [example.label for example in split.train]
-    transformer_probs, _ = predict(model, tokenizer, texts, run.options.eval_batch_size)
+    weight_rows = None
+    scored = texts
+    if blend_rows:
+        held = {id(example) for example in blend_rows}
+        weight_rows = [i for i, example in enumerate(split.train) if id(example) in held]
+        scored = [texts[i] for i in weight_rows]
+    transformer_probs, _ = predict(model, tokenizer, scored, run.options.eval_batch_size)
     hybrid = fit_hybrid(
-        texts, labels, transformer_probs, len(run.spec.labels), seed=run.options.seed
+        texts,
+        labels,
+        transformer_probs,
+        len(run.spec.labels),
+        seed=run.options.seed,
+        weight_rows=weight_rows,
     )
-    run.log.info("train.hybrid_selected", weight=hybrid.weight, fit_seconds=hybrid.fit_seconds)
+    run.log.info(
+        "train.hybrid_selected",
+        weight=hybrid.weight,
+        weight_rows=hybrid.weight_rows,
+        fit_seconds=hybrid.fit_seconds,
+    )
     return hybrid
 
 

@@ -189,10 +189,74 @@ def test_every_label_must_be_in_the_training_rows() -> None:
         fit_hybrid(texts, labels, probs, 5, seed=1, folds=3)
 
 
-def test_hybrid_is_off_unless_asked() -> None:
-    assert TrainOptions.for_task("news").hybrid is False
+def fake_run(**options) -> types.SimpleNamespace:
+    return types.SimpleNamespace(
+        options=TrainOptions.for_task("news", seed=5, torch_threads=1, **options),
+        spec=types.SimpleNamespace(labels=tuple(NEWS_LABELS)),
+        log=types.SimpleNamespace(info=lambda *_a, **_k: None),
+    )
+
+
+def test_the_blend_rows_are_held_out_of_fine_tuning_and_stratified() -> None:
+    texts, labels = news_rows()
+    train = [Example(text, label) for text, label in zip(texts, labels, strict=True)]
+
+    tuned, held = train_module.hold_out_blend_rows(fake_run(hybrid=True), train)
+
+    assert len(held) == round(len(train) * 0.1)
+    assert sorted(map(id, tuned + held)) == sorted(map(id, train))
+    assert not {id(e) for e in tuned} & {id(e) for e in held}
+    assert {e.label for e in held} == set(range(len(NEWS_LABELS)))
+    for options in ({"hybrid": False}, {"hybrid": True, "blend_fraction": 0.0}):
+        assert train_module.hold_out_blend_rows(fake_run(**options), train) == (train, [])
+
+
+def test_the_weight_is_chosen_on_blend_rows_only_with_out_of_sample_transformer_probs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    texts, labels = news_rows()
+    train = [Example(text, label) for text, label in zip(texts, labels, strict=True)]
+    split = Split(train=train, validation=Tripwire([Example("held out text", 0)]))
+    run = fake_run(hybrid=True, blend_fraction=0.25)
+    tuned, held = train_module.hold_out_blend_rows(run, train)
+    predicted: list[list[str]] = []
+    chosen: list[list[int]] = []
+
+    def fake_predict(_model, _tokenizer, batch, _batch_size=64):
+        predicted.append(list(batch))
+        return np.full((len(batch), len(NEWS_LABELS)), 0.25), None
+
+    real_choose = hybrid_module.choose_blend_weight
+
+    def spy_choose(transformer_probs, tfidf_probs, truth, *args, **kwargs):
+        chosen.append(list(truth))
+        return real_choose(transformer_probs, tfidf_probs, truth, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "predict", fake_predict)
+    monkeypatch.setattr(hybrid_module, "choose_blend_weight", spy_choose)
+    monkeypatch.setattr(
+        train_module, "fit_hybrid", lambda *a, **k: fit_hybrid(*a, **{**k, "folds": 3})
+    )
+
+    selected = train_module.select_hybrid(run, object(), object(), split, held)
+
+    # The transformer scored exactly the rows it was not fine-tuned on, the weight was chosen
+    # on their labels, and the served TF-IDF model was fitted on every training row.
+    label_of = {e.text: e.label for e in train}
+    assert len(predicted) == 1 and sorted(predicted[0]) == sorted(e.text for e in held)
+    assert chosen == [[label_of[text] for text in predicted[0]]]
+    assert not {e.text for e in tuned} & set(predicted[0])
+    assert selected.weight_rows == len(held) and not selected.transformer_in_sample
+    assert "not fine-tuned on them" in selected.record()["weight_chosen_by"]
+    assert len(selected.pipeline.named_steps["classifier"].coef_) == len(NEWS_LABELS)
+
+
+def test_the_news_preset_serves_a_hybrid_and_reviews_stays_plain_unless_asked() -> None:
+    assert TrainOptions().hybrid is False
+    assert TrainOptions.for_task("news").hybrid is True
+    assert TrainOptions.for_task("news", hybrid=False).hybrid is False
     assert TrainOptions.for_task("reviews").hybrid is False
-    assert TrainOptions.for_task("news", hybrid=True).hybrid is True
+    assert TrainOptions.for_task("reviews", hybrid=True).hybrid is True
 
 
 def hybrid_version(plain: Path, target: Path, weight: float) -> tuple[Path, Hybrid]:
@@ -260,8 +324,13 @@ def test_the_hybrid_flag_reaches_the_recipe(
         return version
 
     monkeypatch.setattr(train_module, "train_and_export", record)
-    args = ["train", "--task", "news", "--data", str(tmp_path / "d.tsv")]
-    for extra in (["--hybrid"], []):
-        result = CliRunner().invoke(cli.app, [*args, *extra], catch_exceptions=False)
+    for task, extra in (
+        ("reviews", ["--hybrid"]),
+        ("reviews", []),
+        ("news", ["--no-hybrid"]),
+        ("news", []),
+    ):
+        args = ["train", "--task", task, "--data", str(tmp_path / "d.tsv"), *extra]
+        result = CliRunner().invoke(cli.app, args, catch_exceptions=False)
         assert result.exit_code == 0, result.output
-    assert [options.hybrid for options in given] == [True, False]
+    assert [options.hybrid for options in given] == [True, False, False, True]
