@@ -118,7 +118,7 @@ def tail(
     topic: Annotated[list[str], typer.Argument(help="Labelled topics to read")],
     limit: Annotated[int, typer.Option(help="Rows to show")] = 20,
 ) -> None:
-    """Print what is on labelled topics now, as a table."""
+    """Print what is on labelled topics now, as a table (committed records: read_committed)."""
     from worker.client import read_topics
 
     settings = get_settings()

@@ -57,17 +57,21 @@ async def read_topics(
     timeout_s: float = 60.0,
     settle_s: float = 0.0,
     security: Mapping[str, Any] | None = None,
+    isolation_level: str = "read_committed",
 ) -> list[Record]:
     """Read the topics from the beginning until `expect` records arrived (or the timeout).
 
     With `settle_s`, keep reading that long after reaching `expect`, so extra records
-    (duplicates) are seen too. Without `expect`, read what is there now.
+    (duplicates) are seen too. Without `expect`, read what is there now: up to the last stable
+    offset under read_committed (records of aborted transactions are skipped, and an open
+    transaction's records are not there yet).
     """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         group_id=None,
+        isolation_level=isolation_level,
         **(security or {}),
     )
     try:
