@@ -40,8 +40,9 @@ def copy_version(repository: Path, model: str, *, corrupt: str | None = None) ->
     source = repository / SOURCE_MODEL / "1"
 
     def build(staging: Path) -> None:
-        for name in ("tokenizer.json", "model.onnx", "reference.json"):
-            os.link(source / name, staging / name)
+        for name in ("tokenizer.json", "model.onnx", "reference.json", "tfidf.onnx"):
+            if (source / name).exists():  # tfidf.onnx: only a hybrid version has one
+                os.link(source / name, staging / name)
         if corrupt == "onnx":
             (staging / "model.onnx").unlink()
             (staging / "model.onnx").write_bytes(b"not an onnx graph")

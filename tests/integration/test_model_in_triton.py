@@ -112,6 +112,8 @@ def copy_version(repository: Path, source: Path, *, corrupt: bool = False) -> Pa
 
     def build(staging: Path) -> None:
         os.link(source / "tokenizer.json", staging / "tokenizer.json")
+        if (source / "tfidf.onnx").exists():  # a hybrid version's TF-IDF graph
+            os.link(source / "tfidf.onnx", staging / "tfidf.onnx")
         if corrupt:
             (staging / "model.onnx").write_bytes(b"not an onnx graph")
         else:
