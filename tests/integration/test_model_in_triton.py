@@ -42,28 +42,36 @@ LABELS = list(get_task("news").labels)
 EMBEDDING_DIM = 384
 
 
-@pytest.fixture(scope="module")
-def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One tiny version (12 steps, 32 tokens): enough to exercise the whole export path."""
-    repository = tmp_path_factory.mktemp("triton_models")
-    started = time.perf_counter()
+def train_tiny_news(repository: Path, model_name: str, *, steps: int, hybrid: bool) -> Path:
+    """A tiny news version (32 tokens, 300 rows); `hybrid` given explicitly, as the news preset
+    serves one."""
     options = TrainOptions.for_task(
         "news",
-        max_steps=12,
+        max_steps=steps,
         max_length=32,
         batch_size=16,
         max_train_samples=300,
         max_eval_samples=64,
         torch_threads=min(2, available_cores()),
         progress=False,
+        hybrid=hybrid,
     )
-    version_dir = train_and_export(
+    return train_and_export(
         "news",
         data_file("news"),
         settings=TrainerSettings(),
         options=options,
         repository=repository,
+        model_name=model_name,
     )
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny version (12 steps, 32 tokens): enough to exercise the whole export path."""
+    repository = tmp_path_factory.mktemp("triton_models")
+    started = time.perf_counter()
+    version_dir = train_tiny_news(repository, MODEL, steps=12, hybrid=False)
     elapsed = time.perf_counter() - started
     assert version_dir == repository / MODEL / "1"
     assert elapsed < 150, f"tiny train+export took {elapsed:.0f}s"
@@ -112,8 +120,6 @@ def copy_version(repository: Path, source: Path, *, corrupt: bool = False) -> Pa
 
     def build(staging: Path) -> None:
         os.link(source / "tokenizer.json", staging / "tokenizer.json")
-        if (source / "tfidf.onnx").exists():  # a hybrid version's TF-IDF graph
-            os.link(source / "tfidf.onnx", staging / "tfidf.onnx")
         if corrupt:
             (staging / "model.onnx").write_bytes(b"not an onnx graph")
         else:
@@ -220,25 +226,7 @@ HYBRID = "news_hybrid"
 def hybrid_version(repository: Path) -> Path:
     """A tiny hybrid version beside the plain one: 8 steps, a TF-IDF model on the same rows."""
     started = time.perf_counter()
-    options = TrainOptions.for_task(
-        "news",
-        max_steps=8,
-        max_length=32,
-        batch_size=16,
-        max_train_samples=300,
-        max_eval_samples=64,
-        torch_threads=min(2, available_cores()),
-        progress=False,
-        hybrid=True,
-    )
-    version_dir = train_and_export(
-        "news",
-        data_file("news"),
-        settings=TrainerSettings(),
-        options=options,
-        repository=repository,
-        model_name=HYBRID,
-    )
+    version_dir = train_tiny_news(repository, HYBRID, steps=8, hybrid=True)
     assert time.perf_counter() - started < 150
     assert (version_dir / serving.TFIDF_ONNX).is_file()
     metrics = json.loads((version_dir / "metrics.json").read_text())
