@@ -7,6 +7,7 @@ import csv
 import json
 import shutil
 import types
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -106,40 +107,45 @@ class Tripwire(list):
     __iter__ = __getitem__ = __len__ = __contains__ = __bool__ = _touched
 
 
-def test_the_blend_weight_is_chosen_without_reading_a_validation_row(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    texts, labels = news_rows()
-    train = [Example(text, label) for text, label in zip(texts, labels, strict=True)]
-    split = Split(train=train, validation=Tripwire([Example("held out text", 0)]))
-    predicted: list[list[str]] = []
-    chosen: list[tuple[np.ndarray, np.ndarray, list[int]]] = []
+@dataclass
+class Spied:
+    """What `select_hybrid` gave the transformer to score, and what the weight was chosen on."""
 
-    def fake_predict(_model, _tokenizer, batch, _batch_size=64):
-        predicted.append(list(batch))
-        return np.full((len(batch), len(NEWS_LABELS)), 0.25), None
+    predicted: list[list[str]] = field(default_factory=list)
+    chosen: list[tuple[np.ndarray, np.ndarray, list[int]]] = field(default_factory=list)
 
+
+@pytest.fixture
+def spied(monkeypatch: pytest.MonkeyPatch) -> Spied:
+    """A fake transformer (uniform probabilities), a spy on the weight choice, 3 folds."""
+    spied = Spied()
     real_choose = hybrid_module.choose_blend_weight
 
+    def fake_predict(_model, _tokenizer, batch, _batch_size=64):
+        spied.predicted.append(list(batch))
+        return np.full((len(batch), len(NEWS_LABELS)), 0.25), None
+
     def spy_choose(transformer_probs, tfidf_probs, truth, *args, **kwargs):
-        chosen.append((transformer_probs, tfidf_probs, list(truth)))
+        spied.chosen.append((transformer_probs, tfidf_probs, list(truth)))
         return real_choose(transformer_probs, tfidf_probs, truth, *args, **kwargs)
 
     monkeypatch.setattr(train_module, "predict", fake_predict)
     monkeypatch.setattr(hybrid_module, "choose_blend_weight", spy_choose)
-    run = types.SimpleNamespace(
-        options=TrainOptions.for_task("news", seed=5, torch_threads=1),
-        spec=types.SimpleNamespace(labels=tuple(NEWS_LABELS)),
-        log=types.SimpleNamespace(info=lambda *_a, **_k: None),
-    )
     monkeypatch.setattr(
         train_module, "fit_hybrid", lambda *a, **k: fit_hybrid(*a, **{**k, "folds": 3})
     )
+    return spied
 
-    selected = train_module.select_hybrid(run, object(), object(), split)
 
-    assert predicted == [texts]
-    ((transformer_probs, tfidf_probs, truth),) = chosen
+def test_the_blend_weight_is_chosen_without_reading_a_validation_row(spied: Spied) -> None:
+    texts, labels = news_rows()
+    train = [Example(text, label) for text, label in zip(texts, labels, strict=True)]
+    split = Split(train=train, validation=Tripwire([Example("held out text", 0)]))
+
+    selected = train_module.select_hybrid(fake_run(), object(), object(), split)
+
+    assert spied.predicted == [texts]
+    ((transformer_probs, tfidf_probs, truth),) = spied.chosen
     assert truth == labels
     assert transformer_probs.shape == tfidf_probs.shape == (len(texts), len(NEWS_LABELS))
     assert 0.0 <= selected.weight <= 1.0
@@ -212,40 +218,23 @@ def test_the_blend_rows_are_held_out_of_fine_tuning_and_stratified() -> None:
 
 
 def test_the_weight_is_chosen_on_blend_rows_only_with_out_of_sample_transformer_probs(
-    monkeypatch: pytest.MonkeyPatch,
+    spied: Spied,
 ) -> None:
     texts, labels = news_rows()
     train = [Example(text, label) for text, label in zip(texts, labels, strict=True)]
     split = Split(train=train, validation=Tripwire([Example("held out text", 0)]))
     run = fake_run(hybrid=True, blend_fraction=0.25)
     tuned, held = train_module.hold_out_blend_rows(run, train)
-    predicted: list[list[str]] = []
-    chosen: list[list[int]] = []
-
-    def fake_predict(_model, _tokenizer, batch, _batch_size=64):
-        predicted.append(list(batch))
-        return np.full((len(batch), len(NEWS_LABELS)), 0.25), None
-
-    real_choose = hybrid_module.choose_blend_weight
-
-    def spy_choose(transformer_probs, tfidf_probs, truth, *args, **kwargs):
-        chosen.append(list(truth))
-        return real_choose(transformer_probs, tfidf_probs, truth, *args, **kwargs)
-
-    monkeypatch.setattr(train_module, "predict", fake_predict)
-    monkeypatch.setattr(hybrid_module, "choose_blend_weight", spy_choose)
-    monkeypatch.setattr(
-        train_module, "fit_hybrid", lambda *a, **k: fit_hybrid(*a, **{**k, "folds": 3})
-    )
 
     selected = train_module.select_hybrid(run, object(), object(), split, held)
 
     # The transformer scored exactly the rows it was not fine-tuned on, the weight was chosen
     # on their labels, and the served TF-IDF model was fitted on every training row.
     label_of = {e.text: e.label for e in train}
-    assert len(predicted) == 1 and sorted(predicted[0]) == sorted(e.text for e in held)
-    assert chosen == [[label_of[text] for text in predicted[0]]]
-    assert not {e.text for e in tuned} & set(predicted[0])
+    (predicted,) = spied.predicted
+    assert sorted(predicted) == sorted(e.text for e in held)
+    assert [truth for _, _, truth in spied.chosen] == [[label_of[text] for text in predicted]]
+    assert not {e.text for e in tuned} & set(predicted)
     assert selected.weight_rows == len(held) and not selected.transformer_in_sample
     assert "not fine-tuned on them" in selected.record()["weight_chosen_by"]
     assert len(selected.pipeline.named_steps["classifier"].coef_) == len(NEWS_LABELS)

@@ -249,26 +249,30 @@ def test_average_state_dicts_is_the_mean_of_the_snapshots() -> None:
     assert torch.equal(averaged["step"], torch.tensor([3]))  # integers: the last one
 
 
-def test_average_last_keeps_the_mean_of_the_last_validations(tokenizer, monkeypatch) -> None:
-    """Validations at steps 2, 4, 6, 8 with average_last=3: the final weights are the mean of
-    the weights at steps 4, 6 and 8, kept because they validate best."""
+def scripted_fine_tune(tokenizer, monkeypatch, scores: list[float], **given):
+    """Fine-tune a tiny model whose validations score `scores` in turn; (model, stats, the
+    weights each validation saw)."""
     snapshots: list[dict[str, torch.Tensor]] = []
-    scores = iter([0.5, 0.6, 0.7, 0.8, 0.9])  # the fifth call scores the average
+    scripted_scores = iter(scores)
 
     def scripted(model, *args, **kwargs):
         snapshots.append(copy.deepcopy(model.state_dict()))
-        return {"accuracy": 0.0, "macro_f1": next(scores), "examples": 4}
+        return {"accuracy": 0.0, "macro_f1": next(scripted_scores), "examples": 4}
 
     monkeypatch.setattr(loop_module, "evaluate", scripted)
     model = tiny_bert()
     data = varied_examples(16)
-    stats = fine_tune(
-        model,
-        tokenizer,
-        data,
-        options(max_steps=8, eval_every=2, patience=None, average_last=3, learning_rate=1e-2),
-        data[:4],
-        2,
+    opts = options(eval_every=2, patience=None, learning_rate=1e-2, **given)
+    stats = fine_tune(model, tokenizer, data, opts, data[:4], 2)
+    return model, stats, snapshots
+
+
+def test_average_last_keeps_the_mean_of_the_last_validations(tokenizer, monkeypatch) -> None:
+    """Validations at steps 2, 4, 6, 8 with average_last=3: the final weights are the mean of
+    the weights at steps 4, 6 and 8, kept because they validate best."""
+    # the fifth score is the average's
+    model, stats, snapshots = scripted_fine_tune(
+        tokenizer, monkeypatch, [0.5, 0.6, 0.7, 0.8, 0.9], max_steps=8, average_last=3
     )
     expected = average_state_dicts(snapshots[1:4])
     for name, weights in model.state_dict().items():
@@ -283,23 +287,9 @@ def test_average_last_keeps_the_mean_of_the_last_validations(tokenizer, monkeypa
 
 
 def test_an_average_that_validates_worse_gives_way_to_the_best(tokenizer, monkeypatch) -> None:
-    snapshots: list[dict[str, torch.Tensor]] = []
-    scores = iter([0.5, 0.9, 0.7, 0.1])  # best at step 4; the average scores 0.1
-
-    def scripted(model, *args, **kwargs):
-        snapshots.append(copy.deepcopy(model.state_dict()))
-        return {"accuracy": 0.0, "macro_f1": next(scores), "examples": 4}
-
-    monkeypatch.setattr(loop_module, "evaluate", scripted)
-    model = tiny_bert()
-    data = varied_examples(16)
-    stats = fine_tune(
-        model,
-        tokenizer,
-        data,
-        options(max_steps=6, eval_every=2, patience=None, average_last=2, learning_rate=1e-2),
-        data[:4],
-        2,
+    # best at step 4; the average scores 0.1
+    model, stats, snapshots = scripted_fine_tune(
+        tokenizer, monkeypatch, [0.5, 0.9, 0.7, 0.1], max_steps=6, average_last=2
     )
     for name, weights in model.state_dict().items():
         assert torch.equal(weights, snapshots[1][name]), name
