@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from contracts import serving
-from trainer.data import load_split, separate_validation
+from trainer.data import training_split
 from trainer.quantize import quantize_int8
 from trainer.repository import read_model_config
 from trainer.tasks import get_task
@@ -49,11 +49,13 @@ def validation_rows(
     metrics = serving.read_json(version_dir / "metrics.json")
     options = metrics["options"]
     labels = get_task(serving.read_json(version_dir / "classifier.json")["task"]).labels
-    data = Path(metrics["data"])
-    if validation_data is None:
-        split = load_split(data, labels, options["validation_fraction"], options["seed"])
-    else:
-        split = separate_validation(data, validation_data, labels)
+    split = training_split(
+        Path(metrics["data"]),
+        labels,
+        options["validation_fraction"],
+        options["seed"],
+        validation_data,
+    )
     texts = [example.text for example in split.validation]
     return texts, np.array([example.label for example in split.validation])
 

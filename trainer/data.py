@@ -216,3 +216,17 @@ def separate_validation(
     ]
     log.info("data.separate_validation", train=len(train), validation=len(validation))
     return Split(train=train, validation=validation)
+
+
+def training_split(
+    path: Path,
+    labels: Sequence[str],
+    validation_fraction: float,
+    seed: int,
+    validation_path: Path | None = None,
+    columns: Columns | None = None,
+) -> Split:
+    """The split a training run uses: a held-out share of `path`, or `validation_path`'s rows."""
+    if validation_path is None:
+        return load_split(path, labels, validation_fraction, seed, columns)
+    return separate_validation(path, Path(validation_path), labels, columns)

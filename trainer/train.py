@@ -30,14 +30,7 @@ from contracts import serving
 from contracts.reference import write_reference
 from trainer.baseline import tfidf_baseline
 from trainer.checkpoint import Checkpoint, run_id
-from trainer.data import (
-    Columns,
-    Example,
-    Split,
-    load_split,
-    separate_validation,
-    stratified_split,
-)
+from trainer.data import Columns, Example, Split, stratified_split, training_split
 from trainer.export import (
     INPUT_NAMES,
     OPSET,
@@ -259,10 +252,9 @@ def prepare_run(
 def load_examples(run: Run, validation_data: Path | None, columns: Columns | None) -> Split:
     """The training and validation examples, capped as the options say."""
     opts, labels = run.options, run.spec.labels
-    if validation_data is None:
-        split = load_split(run.data, labels, opts.validation_fraction, opts.seed, columns)
-    else:
-        split = separate_validation(run.data, Path(validation_data), labels, columns)
+    split = training_split(
+        run.data, labels, opts.validation_fraction, opts.seed, validation_data, columns
+    )
     train = split.train[: opts.max_train_samples] if opts.max_train_samples else split.train
     validation = (
         split.validation[: opts.max_eval_samples] if opts.max_eval_samples else split.validation
