@@ -31,6 +31,14 @@ from worker.rollout_guard import RolloutGuard
 from worker.route_flow import RouteFlow
 from worker.security import faust_credentials, kafka_client_kwargs, triton_client_kwargs
 from worker.settings import Route, WorkerSettings
+from worker.transactions import TxnPublisher
+from worker.txn_producers import (
+    OffsetReader,
+    TxnProducers,
+    before_seek,
+    producer_factory,
+    request_rejoin,
+)
 from worker.window import Sample
 
 
@@ -49,6 +57,7 @@ def create_app(settings: WorkerSettings, classifier: Classifier | None = None) -
     """Build the Faust app with one agent per configured route."""
     faust_fixes.apply()
     app = _faust_app(settings)
+    transactions = _transactions(app, settings)
     classifier = classifier or TritonClassifier(
         settings.triton_url,
         timeout_s=settings.triton_timeout_s,
@@ -68,7 +77,8 @@ def create_app(settings: WorkerSettings, classifier: Classifier | None = None) -
     if settings.drift.enabled:
         _add_drift(app, settings, registry, sender.send_all)
     for route in settings.routes:
-        _add_route(app, route, classifier, sender.send_all, settings, registry)
+        txn = transactions.get(route.source)
+        _add_route(app, route, classifier, sender.send_all, settings, registry, txn)
     if settings.metrics_port:
         sources = [route.source for route in settings.routes]
         metrics.add_lag_timer(app, sources, settings.metrics_lag_interval_s)
@@ -106,6 +116,29 @@ def _faust_app(settings: WorkerSettings) -> faust.App:
     )
 
 
+def _transactions(app: faust.App, settings: WorkerSettings) -> dict[str, TxnPublisher]:
+    """Exactly-once mode: a `TxnPublisher` per source topic, its producers fenced and
+    re-created on every assignment before Faust's seek; at-least-once: none."""
+    sources = {route.source for route in settings.routes} if settings.exactly_once else set()
+    factory = producer_factory(settings)
+    step = settings.transaction_step_timeout_s
+    registries = [TxnProducers(topic, settings.app_id, factory, step) for topic in sorted(sources)]
+    faust_fixes.configure_exactly_once(sources, [before_seek(registries)] if sources else [])
+    return {
+        registry.topic: TxnPublisher(
+            registry,
+            OffsetReader(settings, step),
+            group_id=settings.app_id,
+            max_request_bytes=settings.producer_max_request_bytes,
+            step_timeout_s=step,
+            rejoin=functools.partial(request_rejoin, app),
+            retry_initial_s=settings.triton_retry_initial_s,
+            retry_max_s=settings.triton_retry_max_s,
+        )
+        for registry in registries
+    }
+
+
 def _add_route(
     app: faust.App,
     route: Route,
@@ -113,6 +146,7 @@ def _add_route(
     send_all: SendAll,
     settings: WorkerSettings,
     registry: RegistryReader,
+    txn: TxnPublisher | None,
 ) -> None:
     extras = None
     if settings.drift.enabled:
@@ -122,10 +156,15 @@ def _add_route(
             model=route.model,
             references=ReferenceStore(settings.model_repository),
         )
-    flow = RouteFlow(Pipeline(route, classifier, settings, registry), send_all, settings, extras)
+    pipeline = Pipeline(route, classifier, settings, registry)
+    flow = RouteFlow(pipeline, send_all, settings, extras, txn)
 
     async def classify(stream: faust.StreamT) -> None:
-        await flow.run(intake.take(stream, settings.max_batch))
+        try:
+            await flow.run(intake.take(stream, settings.max_batch))
+        finally:
+            if txn is not None:  # after the drain: the last transactions are committed
+                await txn.close()
 
     app.agent(_raw_topic(app, route.source), name=f"classify-{route.source}")(classify)
 

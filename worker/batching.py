@@ -7,7 +7,7 @@ below split one batch into valid texts and rejects and size its requests.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -70,6 +70,11 @@ class Dispatcher(Generic[E, R]):
     every partition the acknowledged offsets are always a prefix of the delivered ones (Faust's
     commit bookkeeping never sees a gap). A slot is freed only after its batch finished.
     `add` blocks once `max_batch` items are waiting (backpressure: memory stays bounded).
+
+    With a `key` (exactly-once: the input partition, whose transaction a batch is), a batch
+    holds only items of one key: the oldest waiting item's, and the waiting items of that key
+    after it, in order. Up to `max_batch` items per waiting key may then wait, so batches stay
+    full while several partitions deliver at once.
     """
 
     def __init__(
@@ -79,10 +84,12 @@ class Dispatcher(Generic[E, R]):
         in_flight: int,
         process: Callable[[list[E]], Awaitable[R]],
         finish: Callable[[list[E], R], Awaitable[None]],
+        key: Callable[[E], Hashable] | None = None,
     ) -> None:
         if max_batch < 1 or in_flight < 1:
             raise ValueError("max_batch and in_flight must be >= 1")
         self.max_batch = max_batch
+        self._key = key
         self._process = process
         self._finish = finish
         self._waiting: list[E] = []
@@ -112,7 +119,7 @@ class Dispatcher(Generic[E, R]):
         """Queue items; waits while a full batch is already waiting."""
         async with self._changed:
             await self._changed.wait_for(
-                lambda: self._error is not None or len(self._waiting) < self.max_batch
+                lambda: self._error is not None or len(self._waiting) < self._room()
             )
             self._raise_if_failed()
             self._waiting.extend(items)
@@ -139,10 +146,31 @@ class Dispatcher(Generic[E, R]):
             await self._slots.acquire()
             async with self._changed:
                 await self._changed.wait_for(lambda: bool(self._waiting))
-                batch = self._waiting[: self.max_batch]
-                del self._waiting[: self.max_batch]
+                batch = self._take()
                 self._changed.notify_all()
             self._order.put_nowait((batch, asyncio.create_task(self._process(batch))))
+
+    def _room(self) -> int:
+        """How many items may wait before `add` blocks."""
+        if self._key is None:
+            return self.max_batch
+        return self.max_batch * max(1, len({self._key(item) for item in self._waiting}))
+
+    def _take(self) -> list[E]:
+        """The next batch out of the waiting items (they keep their order)."""
+        if self._key is None:
+            batch = self._waiting[: self.max_batch]
+            del self._waiting[: self.max_batch]
+            return batch
+        first = self._key(self._waiting[0])
+        batch, rest = [], []
+        for item in self._waiting:
+            if len(batch) < self.max_batch and self._key(item) == first:
+                batch.append(item)
+            else:
+                rest.append(item)
+        self._waiting = rest
+        return batch
 
     async def _complete(self) -> None:
         while True:

@@ -15,10 +15,15 @@ from typing import TypeVar
 
 import structlog
 from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTopicError,
     KafkaError,
     KafkaTimeoutError,
     MessageSizeTooLargeError,
+    PolicyViolationError,
+    RecordListTooLargeError,
     RecordTooLargeError,
+    TopicAuthorizationFailedError,
 )
 from tritonclient.utils import InferenceServerException
 
@@ -32,6 +37,17 @@ log = structlog.get_logger(__name__)
 
 TOO_LARGE = (MessageSizeTooLargeError, RecordTooLargeError)
 """A record the producer or the broker refuses for its size."""
+RECORD_REFUSALS = (
+    *TOO_LARGE,
+    RecordListTooLargeError,
+    CorruptRecordException,
+    InvalidTopicError,
+    TopicAuthorizationFailedError,
+    PolicyViolationError,
+)
+"""What the broker answers about the records themselves. Inside a transaction any other
+non-retriable error (out-of-order sequence, fenced epoch, a dead sender) is the producer's state,
+not the records': the records are sent again by a new producer, never dead-lettered for it."""
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -43,6 +59,11 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, KafkaError):
         return bool(exc.retriable)
     return isinstance(exc, TimeoutError | ConnectionError)
+
+
+def is_record_refused(exc: BaseException) -> bool:
+    """Refused for the records (`RECORD_REFUSALS`), whichever producer sends them."""
+    return isinstance(exc, RECORD_REFUSALS)
 
 
 def is_refused_for_good(exc: BaseException) -> bool:

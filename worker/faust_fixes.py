@@ -31,6 +31,15 @@ robinhood/faust#563; the same call is named in faust-streaming/faust#229). The r
 the callback at once; only when it has to wait (a full stream buffer, flow control) is the rest
 raced against `suspend_flow` exactly as before.
 
+Exactly-once sources (`configure_exactly_once`, PROCESSING_GUARANTEE=exactly_once). The
+classify agents commit such a topic's offsets inside their own transactions
+(worker/transactions.py), so three changes apply to those topics only: Faust's consumer reads
+read_committed (it does only when Faust's own exactly-once is on); Faust's offset commit skips
+them (a timer commit of an older acknowledged offset, reaching the coordinator after a
+transaction's, would move the offset back and replay a committed batch); and the `BEFORE_SEEK`
+hooks run on every assignment before the seek to the committed offsets (to fence the
+partitions' previous owners first).
+
 Upstream issues each patch works around (faust-streaming 0.15.3 has none of them fixed):
 - seek before resume: https://github.com/faust-streaming/faust/issues/216 (resume before the
   seek to committed offsets leaves a gap; PR #217 reordered the flow resume only) and
@@ -57,12 +66,31 @@ import faust
 import structlog
 from aiokafka.errors import IllegalStateError
 from faust.tables.recovery import Recovery
-from faust.transport.consumer import CONSUMER_FETCHING, Consumer
+from faust.transport.consumer import CONSUMER_FETCHING, Consumer, ThreadDelegateConsumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP, Message
 
 log = structlog.get_logger(__name__)
 
 _APPLIED = False
+
+SeekHook = Callable[[faust.App, set[TP]], Awaitable[None]]
+BEFORE_SEEK: list[SeekHook] = []
+"""Awaited with each new assignment, before its partitions seek to their committed offsets."""
+EXACTLY_ONCE_TOPICS: set[str] = set()
+"""Source topics whose offsets commit in the classify agents' transactions, not by Faust."""
+
+
+def configure_exactly_once(topics: set[str], hooks: list[SeekHook]) -> None:
+    """Make `topics` exactly-once sources (empty: at-least-once, Faust's behaviour)."""
+    EXACTLY_ONCE_TOPICS.clear()
+    EXACTLY_ONCE_TOPICS.update(topics)
+    BEFORE_SEEK[:] = hooks
+
+
+async def _before_seek(app: faust.App, assignment: set[TP]) -> None:
+    for hook in BEFORE_SEEK:
+        await hook(app, assignment)
 
 
 async def _resume_streams(self: Recovery, generation_id: int = 0) -> None:
@@ -75,7 +103,9 @@ async def _resume_streams(self: Recovery, generation_id: int = 0) -> None:
         return
     if assignment:
         self.log.info("Seek stream partitions to committed offsets (before resuming them).")
-        await self._wait(consumer.perform_seek(), timeout=self.app.conf.broker_request_timeout)
+        timeout = self.app.conf.broker_request_timeout
+        await self._wait(_before_seek(app, assignment), timeout=timeout)
+        await self._wait(consumer.perform_seek(), timeout=timeout)
         consumer.resume_partitions({tp for tp in assignment if not self._is_changelog_tp(tp)})
     else:
         self.log.info("Resuming streams with empty assignment")
@@ -114,7 +144,9 @@ async def on_recovery_completed(self: Recovery, generation_id: int = 0) -> None:
         return
     if assignment:
         self.log.info("Seek stream partitions to committed offsets (before resuming them).")
-        await self._wait(consumer.perform_seek(), timeout=self.app.conf.broker_request_timeout)
+        timeout = self.app.conf.broker_request_timeout
+        await self._wait(_before_seek(self.app, assignment), timeout=timeout)
+        await self._wait(consumer.perform_seek(), timeout=timeout)
     consumer.resume_partitions({tp for tp in assignment if not self._is_changelog_tp(tp)})
     self.completed.set()
     self.app.flow_control.resume()
@@ -185,6 +217,28 @@ def new_offset(self: Consumer, tp: TP) -> int | None:
         if first > committed:
             return None
     return _faust_new_offset(self, tp)
+
+
+_faust_commit = ThreadDelegateConsumer._commit  # noqa: SLF001
+_faust_create_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer  # noqa: SLF001
+
+
+async def commit(self: ThreadDelegateConsumer, offsets: Any) -> bool:
+    """Faust's broker commit, without the exactly-once topics (their transactions commit
+    them); True when nothing else is left, so Faust's bookkeeping moves on as committed."""
+    rest = {tp: offset for tp, offset in offsets.items() if tp.topic not in EXACTLY_ONCE_TOPICS}
+    if not rest:
+        return True
+    return await _faust_commit(self, rest)
+
+
+def create_worker_consumer(self: AIOKafkaConsumerThread, transport: Any) -> Any:
+    """Faust's worker consumer, reading read_committed when any source is exactly-once: a
+    transaction aborted by a crash must not be read back (drift samples) or processed."""
+    consumer = _faust_create_worker_consumer(self, transport)
+    if EXACTLY_ONCE_TOPICS:
+        consumer._isolation_level = "read_committed"  # noqa: SLF001 - read by start()
+    return consumer
 
 
 PINNED_FAUST = "0.15.3"
@@ -312,4 +366,6 @@ def apply() -> None:
     Consumer.getmany = getmany
     Consumer._new_offset = new_offset  # noqa: SLF001
     Consumer._drain_messages = drain_messages  # noqa: SLF001
+    ThreadDelegateConsumer._commit = commit  # noqa: SLF001
+    AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # noqa: SLF001
     _APPLIED = True

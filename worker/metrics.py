@@ -72,6 +72,13 @@ DRIFT_REPORTS = Counter(
     "labelstream_drift_reports", "Drift reports published, by status.", ["model", "status"]
 )
 
+TRANSACTIONS = Counter(
+    "labelstream_transactions",
+    "Exactly-once batches by outcome: committed, already_committed (an earlier attempt did), "
+    "released (the partition moved to another worker; its events are consumed again there).",
+    ["route", "outcome"],
+)
+
 DRIFT_LEVELS = {"ok": 0, "warn": 1, "drift": 2}
 _active: dict[str, str] = {}
 _drift_versions: dict[str, str] = {}

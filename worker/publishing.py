@@ -14,7 +14,7 @@ input's dead letter (`refused`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Protocol
 
 import structlog
@@ -53,28 +53,39 @@ class BatchProducer:
     `producer` returns the live aiokafka producer (Faust's own, so one connection pool and one
     set of settings: acks, compression, TLS). `max_request_bytes` is the producer's request
     limit: a record above it is refused before sending, as aiokafka's `send` refuses it.
+    `split_refused`: send each record of a produce batch the broker refused for good again
+    alone, to find the one it refuses. Off inside a transaction: after a refused batch the
+    transaction is aborted and its producer replaced (worker/transactions.py).
     """
 
-    def __init__(self, producer: Callable[[], Producer], max_request_bytes: int) -> None:
+    def __init__(
+        self,
+        producer: Callable[[], Producer],
+        max_request_bytes: int,
+        *,
+        split_refused: bool = True,
+    ) -> None:
         self._producer = producer
         self._max_request_bytes = max_request_bytes
+        self._split_refused = split_refused
         self._partitioner = DefaultPartitioner()
 
-    async def send_all(self, records: Sequence[OutRecord]) -> Outcomes:
+    async def send_all(self, records: Sequence[OutRecord], alone: Collection[int] = ()) -> Outcomes:
+        """Send every record; `alone`: indices of records that get a produce batch each."""
         producer = self._producer()
         outcomes: Outcomes = [None] * len(records)
         groups = await self._by_partition(producer, records, outcomes)
         sent = [
             (members, await producer.send_batch(batch, topic, partition=partition))
             for (topic, partition), indices in groups.items()
-            for batch, members in self._batches(producer, records, indices, outcomes)
+            for batch, members in self._batches(producer, records, indices, outcomes, alone)
         ]
         results = await asyncio.gather(*(future for _, future in sent), return_exceptions=True)
         retry: list[int] = []
         for (members, _), result in zip(sent, results, strict=True):
             if not isinstance(result, BaseException):
                 continue
-            if len(members) > 1 and is_refused_for_good(result):
+            if self._split_refused and len(members) > 1 and is_refused_for_good(result):
                 retry.extend(members)  # find the record the broker refuses: one batch each
                 continue
             for index in members:
@@ -121,18 +132,29 @@ class BatchProducer:
 
     @staticmethod
     def _batches(
-        producer: Producer, records: Sequence[OutRecord], indices: list[int], outcomes: Outcomes
+        producer: Producer,
+        records: Sequence[OutRecord],
+        indices: list[int],
+        outcomes: Outcomes,
+        alone: Collection[int] = (),
     ):
-        """Fill produce batches with the records in order; a new one when one is full."""
+        """Fill produce batches with the records in order; a new one when one is full, and
+        one of its own for a record in `alone`."""
         batch, members = producer.create_batch(), []
         for index in indices:
             record = records[index]
+            if index in alone and members:
+                yield batch, members
+                batch, members = producer.create_batch(), []
             headers = list(record.headers)
             appended = batch.append(
                 key=record.key, value=record.value, timestamp=None, headers=headers
             )
             if appended is not None:
                 members.append(index)
+                if index in alone:
+                    yield batch, members
+                    batch, members = producer.create_batch(), []
                 continue
             yield batch, members
             batch, members = producer.create_batch(), [index]

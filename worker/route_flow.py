@@ -5,6 +5,10 @@ and publishes them in the order they were consumed. An event is acknowledged onl
 record is on Kafka. A batch that fails transiently is retried whole; any other failure is
 isolated to its message by `worker.failures.isolate` (a `processing_error` dead letter), so no
 message can stall the route.
+
+Exactly-once (a `TxnPublisher`): each batch holds one input partition's events, and its records
+go out in one transaction with the partition's next offset (`worker/transactions.py`); the
+events are acknowledged after it, which for such a topic only ends Faust's in-flight tracking.
 """
 
 from __future__ import annotations
@@ -23,12 +27,18 @@ from worker.messages import OutRecord, RawMessage
 from worker.pipeline import BatchResult, Pipeline
 from worker.publishing import SendAll, publish
 from worker.settings import WorkerSettings
+from worker.transactions import TxnPublisher
 
 log = structlog.get_logger(__name__)
 
 Extras = Callable[[BatchResult], list[OutRecord]]
 """What else a classified batch publishes besides its records (the drift samples)."""
 Outcome = tuple[BatchResult, list[OutRecord]]
+
+
+def input_partition(event: EventT) -> int:
+    """A batch's key in exactly-once mode: one transaction commits one partition's offset."""
+    return event.message.partition
 
 
 def to_raw(event: EventT) -> RawMessage:
@@ -54,11 +64,13 @@ class RouteFlow:
         send_all: SendAll,
         settings: WorkerSettings,
         extras: Extras | None = None,
+        txn: TxnPublisher | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.send_all = send_all
         self.settings = settings
         self.extras = extras
+        self.txn = txn
         self.retry = {
             "retry_initial_s": settings.triton_retry_initial_s,
             "retry_max_s": settings.triton_retry_max_s,
@@ -75,6 +87,7 @@ class RouteFlow:
             in_flight=self.settings.batches_in_flight,
             process=self.process,
             finish=self.finish,
+            key=None if self.txn is None else input_partition,
         )
         async with dispatcher:
             try:
@@ -96,7 +109,24 @@ class RouteFlow:
     async def finish(self, events: list[EventT], outcomes: list[Outcome]) -> None:
         """Publish a processed batch, acknowledge its events, count and log it."""
         records = [r for result, extra in outcomes for r in (*result.records, *extra)]
-        await publish(records, self.send_all, refused=self.pipeline.refused, **self.retry)
+        if self.txn is None:
+            await publish(records, self.send_all, refused=self.pipeline.refused, **self.retry)
+        else:
+            first, last = events[0].message, events[-1].message
+            outcome = await self.txn.commit_batch(
+                first.partition, (first.offset, last.offset + 1), records, self.pipeline.refused
+            )
+            metrics.TRANSACTIONS.labels(self.pipeline.route.source, outcome).inc()
+            if outcome != "committed":
+                intake.ack(events)
+                log.warning(
+                    "batch_not_committed",
+                    route=first.topic,
+                    partition=first.partition,
+                    offsets=[first.offset, last.offset],
+                    outcome=outcome,
+                )
+                return
         intake.ack(events)
         route = self.pipeline.route
         for result, _ in outcomes:

@@ -193,6 +193,29 @@ class WorkerSettings(BaseSettings, KafkaSecurity, TritonTLS):
         1.0, gt=0, description="How often acknowledged offsets are committed."
     )
 
+    # Delivery
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once",
+        description="exactly_once: each batch's outputs (labelled records, dead letters, drift "
+        "samples) and its input offsets commit in one Kafka transaction, with a transactional "
+        "producer per input partition; consumers of the outputs must read with "
+        "isolation.level=read_committed (README, Exactly-once).",
+    )
+    transaction_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=900,
+        description="transaction.timeout.ms of the exactly-once producers: the broker aborts a "
+        "dead worker's open transaction after this (at most the broker's "
+        "transaction.max.timeout.ms, 900 s by default). Triton time is never inside one.",
+    )
+    transaction_step_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        description="Longest wait for one transaction step (begin, send, offsets, commit) before "
+        "the producer is replaced and the committed offset decides what happened.",
+    )
+
     # Batching
     max_batch: int = Field(
         256,
@@ -304,6 +327,19 @@ class WorkerSettings(BaseSettings, KafkaSecurity, TritonTLS):
     @classmethod
     def _header_names_any_case(cls, value: list[str]) -> list[str]:
         return [name.lower() for name in value]
+
+    @model_validator(mode="after")
+    def _transaction_outlives_its_steps(self) -> WorkerSettings:
+        if self.transaction_timeout_s < 3 * self.transaction_step_timeout_s:
+            raise ValueError(
+                "TRANSACTION_TIMEOUT_S must be at least 3 x TRANSACTION_STEP_TIMEOUT_S: a "
+                "transaction of a live worker must never time out between its steps"
+            )
+        return self
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.processing_guarantee == "exactly_once"
 
     @property
     def drift_samples_topic(self) -> str:

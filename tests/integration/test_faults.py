@@ -30,9 +30,29 @@ from tests.integration.faults import (
     wait_labelled,
 )
 from worker.client import produce, read_topics
-from worker.settings import Route
+from worker.settings import Route, WorkerSettings
 
 pytestmark = pytest.mark.integration
+
+EXACTLY_ONCE_RUNS = [
+    pytest.param("exactly_once", id=f"exactly_once-{run}", marks=pytest.mark.chaos)
+    for run in range(1, 6)
+]
+"""Issue 18's acceptance: five runs of each crash case in exactly-once mode (`make chaos`)."""
+
+
+def with_guarantee(settings: WorkerSettings, guarantee: str) -> WorkerSettings:
+    return settings.model_copy(update={"processing_guarantee": guarantee})
+
+
+def assert_delivery(result, settings: WorkerSettings, at_least_once_duplicates: int) -> None:
+    """Nothing lost; exactly-once: no duplicate for a read_committed reader (`collect`);
+    at-least-once: at most what was in flight since the last commit."""
+    assert result.lost == 0 and result.dead_lettered == 0
+    if settings.exactly_once:
+        assert result.duplicates == 0
+    else:
+        assert result.duplicates <= at_least_once_duplicates
 
 
 def test_sigterm_finishes_batches_in_flight_and_commits_them(routes_settings, start_worker):
@@ -61,8 +81,9 @@ def test_sigterm_finishes_batches_in_flight_and_commits_them(routes_settings, st
     assert result.lost == 0 and result.duplicates == 0 and result.dead_lettered == 0
 
 
-def test_sigkill_mid_stream_loses_nothing(routes_settings, start_worker):
-    settings = routes_settings
+@pytest.mark.parametrize("guarantee", ["at_least_once", *EXACTLY_ONCE_RUNS])
+def test_sigkill_mid_stream_loses_nothing(routes_settings, start_worker, guarantee):
+    settings = with_guarantee(routes_settings, guarantee)
     news = settings.routes[0]
     bootstrap = settings.kafka_bootstrap_servers
     batch = messages("kill", "news", 1500)
@@ -77,16 +98,24 @@ def test_sigkill_mid_stream_loses_nothing(routes_settings, start_worker):
         return await collect(bootstrap, [news.sink], settings.deadletter_topic, ids(batch))
 
     labelled, dead = asyncio.run(scenario())
-    result = outcome("worker SIGKILL mid-stream, restarted", ids(batch), labelled, dead)
-    assert result.lost == 0 and result.dead_lettered == 0
+    result = outcome(
+        f"worker SIGKILL mid-stream, restarted ({guarantee})", ids(batch), labelled, dead
+    )
     # At-least-once: only what was processed after the last commit (1 s) comes again.
     in_flight = settings.batches_in_flight * settings.max_batch
-    assert result.duplicates <= in_flight + settings.topic_partitions * settings.max_batch * 2
+    assert_delivery(
+        result, settings, in_flight + settings.topic_partitions * settings.max_batch * 2
+    )
 
 
 @pytest.mark.chaos
-def test_two_workers_one_killed_the_survivor_takes_over_in_seconds(routes_settings, start_worker):
-    settings = routes_settings.model_copy(update={"kafka_session_timeout_s": 6.0})
+@pytest.mark.parametrize("guarantee", ["at_least_once", *EXACTLY_ONCE_RUNS])
+def test_two_workers_one_killed_the_survivor_takes_over_in_seconds(
+    routes_settings, start_worker, guarantee
+):
+    settings = with_guarantee(routes_settings, guarantee).model_copy(
+        update={"kafka_session_timeout_s": 6.0}
+    )
     news = settings.routes[0]
     bootstrap = settings.kafka_bootstrap_servers
     batch = messages("pair", "news", 2000)
@@ -111,8 +140,8 @@ def test_two_workers_one_killed_the_survivor_takes_over_in_seconds(routes_settin
 
     labelled, dead, sources, killed_at = asyncio.run(scenario())
     assert survivor.poll() is None
-    result = outcome("two workers, one SIGKILLed", ids(batch), labelled, dead)
-    assert result.lost == 0 and result.dead_lettered == 0
+    result = outcome(f"two workers, one SIGKILLed ({guarantee})", ids(batch), labelled, dead)
+    assert_delivery(result, settings, len(batch))
     # Failover: for each input partition, the first record labelled after the kill.
     partition_of = {r.key.decode(): r.partition for r in sources}
     resumed: dict[int, float] = {}
@@ -129,9 +158,12 @@ def test_two_workers_one_killed_the_survivor_takes_over_in_seconds(routes_settin
 
 
 @pytest.mark.chaos
-def test_triton_frozen_past_the_request_timeout(stack, routes_settings, start_worker):
+@pytest.mark.parametrize("guarantee", ["at_least_once", *EXACTLY_ONCE_RUNS])
+def test_triton_frozen_past_the_request_timeout(stack, routes_settings, start_worker, guarantee):
     """Requests time out while Triton is frozen (SIGSTOP) and are retried once it answers."""
-    settings = routes_settings.model_copy(update={"triton_timeout_s": 2.0})
+    settings = with_guarantee(routes_settings, guarantee).model_copy(
+        update={"triton_timeout_s": 2.0}
+    )
     news = settings.routes[0]
     bootstrap = settings.kafka_bootstrap_servers
     batch = messages("slow", "news", 400)
@@ -152,7 +184,8 @@ def test_triton_frozen_past_the_request_timeout(stack, routes_settings, start_wo
 
     labelled, dead = asyncio.run(scenario())
     assert worker.poll() is None
-    result = outcome("Triton frozen 3× past the request timeout", ids(batch), labelled, dead)
+    case = f"Triton frozen 3× past the request timeout ({guarantee})"
+    result = outcome(case, ids(batch), labelled, dead)
     assert result.lost == 0 and result.duplicates == 0 and result.dead_lettered == 0
 
 
@@ -190,8 +223,11 @@ def test_one_model_unloaded_the_other_route_keeps_flowing(stack, routes_settings
 
 
 @pytest.mark.chaos
-def test_broker_restart_resumes_from_committed_offsets(stack, routes_settings, start_worker):
-    settings = routes_settings
+@pytest.mark.parametrize("guarantee", ["at_least_once", *EXACTLY_ONCE_RUNS])
+def test_broker_restart_resumes_from_committed_offsets(
+    stack, routes_settings, start_worker, guarantee
+):
+    settings = with_guarantee(routes_settings, guarantee)
     news = settings.routes[0]
     bootstrap = settings.kafka_bootstrap_servers
     before = messages("brk-a", "news", 600)
@@ -215,8 +251,9 @@ def test_broker_restart_resumes_from_committed_offsets(stack, routes_settings, s
     labelled, dead, left = asyncio.run(scenario())
     assert worker.poll() is None, "the worker reconnects instead of exiting"
     wanted = ids(before) | ids(after)
-    result = outcome("broker stopped and restarted mid-stream", wanted, labelled, dead)
-    assert result.lost == 0 and result.dead_lettered == 0
+    case = f"broker stopped and restarted mid-stream ({guarantee})"
+    result = outcome(case, wanted, labelled, dead)
+    assert_delivery(result, settings, len(wanted))
     assert left == 0, f"{left} messages left uncommitted after the restart"
 
 

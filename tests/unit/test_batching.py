@@ -125,3 +125,34 @@ async def test_close_cancels_batches_in_flight_without_finishing_them():
         await asyncio.sleep(0.01)
     assert rec.batches == [[0]]
     assert rec.finished == [] and rec.running == 0
+
+
+async def test_a_keyed_batch_holds_one_key_in_order_and_each_key_keeps_its_order():
+    rec = Recorder()
+    keyed = Dispatcher(
+        max_batch=3, in_flight=1, process=rec.process, finish=rec.finish, key=lambda i: i % 2
+    )
+    async with keyed as d:
+        await d.add(list(range(10)))  # 0..9 while nothing is in flight: odd and even mixed
+        await d.drain()
+    for batch in rec.batches:
+        assert len({i % 2 for i in batch}) == 1, batch
+        assert len(batch) <= 3
+    for parity in (0, 1):
+        order = [i for b in rec.finished for i in b if i % 2 == parity]
+        assert order == sorted(order)
+    assert sorted(i for b in rec.finished for i in b) == list(range(10))
+
+
+async def test_keyed_batches_stay_full_while_several_keys_wait():
+    rec = Recorder(delays={i: 0.02 for i in range(100)})
+    keyed = Dispatcher(
+        max_batch=4, in_flight=1, process=rec.process, finish=rec.finish, key=lambda i: i % 4
+    )
+    async with keyed as d:
+        await d.add([100])
+        await asyncio.sleep(0.001)  # in flight: the rest piles up behind it
+        for start in range(0, 16, 4):  # as a consumer delivers them: four keys, four of each
+            await d.add(list(range(start, start + 4)))
+        await d.drain()
+    assert [len(b) for b in rec.batches[1:]] == [4, 4, 4, 4]

@@ -61,6 +61,11 @@ def test_apply_installs_every_fix_on_faust():
     assert Consumer._drain_messages is faust_fixes.drain_messages
     assert Recovery._resume_streams is faust_fixes._resume_streams
     assert Recovery.on_recovery_completed is faust_fixes.on_recovery_completed
+    from faust.transport.consumer import ThreadDelegateConsumer
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    assert ThreadDelegateConsumer._commit is faust_fixes.commit
+    assert AIOKafkaConsumerThread._create_worker_consumer is faust_fixes.create_worker_consumer
 
 
 class Draining:
@@ -290,3 +295,74 @@ async def test_recovery_seeks_before_it_resumes_the_stream_partitions(faust_meth
     assert upstream.calls.index("resume_partitions") < upstream.calls.index("seek")
     assert patched.calls.index("seek") < patched.calls.index("resume_partitions")
     assert patched.completed.is_set()
+
+
+@pytest.fixture
+def exactly_once_source():
+    """`news.raw` is an exactly-once source for one test; at-least-once again afterwards."""
+    calls: list[str] = []
+
+    async def hook(app, assignment) -> None:
+        calls.append("before_seek")
+
+    faust_fixes.configure_exactly_once({TP0.topic}, [hook])
+    yield calls
+    faust_fixes.configure_exactly_once(set(), [])
+
+
+class Committing:
+    """A `ThreadDelegateConsumer` as `_commit` sees it: its thread's commit records offsets."""
+
+    def __init__(self) -> None:
+        self.committed: list[dict] = []
+
+        async def commit(offsets) -> bool:
+            self.committed.append(dict(offsets))
+            return True
+
+        self._thread = SimpleNamespace(commit=commit)
+
+
+async def test_faust_would_commit_an_exactly_once_topic_over_its_transactions(
+    exactly_once_source,
+):
+    consumer = Committing()
+    await faust_fixes._faust_commit(consumer, {TP0: 7})
+    assert consumer.committed == [{TP0: 7}]
+
+
+async def test_faust_commits_only_the_at_least_once_topics(exactly_once_source):
+    consumer, other = Committing(), TP("labelstream-drift-samples", 0)
+    assert await faust_fixes.commit(consumer, {TP0: 7}) is True
+    assert consumer.committed == [], "the transaction commits news.raw's offsets"
+    assert await faust_fixes.commit(consumer, {TP0: 8, other: 3}) is True
+    assert consumer.committed == [{other: 3}]
+
+
+async def test_at_least_once_commits_everything():
+    consumer = Committing()
+    await faust_fixes.commit(consumer, {TP0: 7})
+    assert consumer.committed == [{TP0: 7}]
+
+
+def test_an_exactly_once_source_makes_faust_read_committed(monkeypatch, exactly_once_source):
+    made = SimpleNamespace(_isolation_level="read_uncommitted")
+    monkeypatch.setattr(faust_fixes, "_faust_create_worker_consumer", lambda self, t: made)
+    assert faust_fixes.create_worker_consumer(None, None)._isolation_level == "read_committed"
+    faust_fixes.configure_exactly_once(set(), [])
+    made._isolation_level = "read_uncommitted"
+    assert faust_fixes.create_worker_consumer(None, None)._isolation_level == "read_uncommitted"
+
+
+@pytest.mark.parametrize(
+    "fixed",
+    [faust_fixes._resume_streams, faust_fixes.on_recovery_completed],
+    ids=["resume_streams", "on_recovery_completed"],
+)
+async def test_the_before_seek_hooks_run_before_the_seek(fixed, exactly_once_source):
+    recovering = Recovering()
+    recovering.calls = exactly_once_source  # the hook and the consumer log to one list
+    await fixed(recovering)
+    calls = recovering.calls
+    assert calls.count("before_seek") == 1
+    assert calls.index("before_seek") < calls.index("seek") < calls.index("resume_partitions")

@@ -31,6 +31,16 @@ def test_nested_error_names_the_variable_and_where_inside_it() -> None:
     assert "Field required" in text
 
 
+def test_a_transaction_timeout_that_a_live_worker_could_hit_is_refused() -> None:
+    text = describe_settings_error(_error(transaction_timeout_s=30, transaction_step_timeout_s=15))
+    assert "TRANSACTION_TIMEOUT_S must be at least 3 x TRANSACTION_STEP_TIMEOUT_S" in text
+    assert (
+        WorkerSettings(transaction_timeout_s=45, transaction_step_timeout_s=15).exactly_once
+        is False
+    )
+    assert WorkerSettings(processing_guarantee="exactly_once").exactly_once
+
+
 def test_secret_values_are_never_shown() -> None:
     text = describe_settings_error(_error(kafka_sasl_password=987654321))
     assert text.startswith("KAFKA_SASL_PASSWORD: ")
