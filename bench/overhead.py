@@ -283,8 +283,10 @@ async def phase(
     kafka: int,
     triton: int,
     profile: Path | None = None,
+    exactly_once: bool = False,
 ) -> dict:
-    """One backlog on a fresh topic, drained by the floor and then by a fresh worker."""
+    """One backlog on a fresh topic, drained by the floor and then by a fresh worker (and,
+    with `exactly_once`, by a fresh exactly-once worker after it)."""
     from worker.client import produce
     from worker.settings import Route
     from worker.topics import ensure_topics
@@ -349,7 +351,7 @@ async def phase(
     worker.update(await outputs_of(bootstrap, [route["sink"], deadletter], expected))
     worker_us = worker.get("cpu_us_per_msg", {}).get("worker")
     floor_us = floor.get("cpu_us_per_msg", {}).get("floor")
-    return {
+    result = {
         "model": model,
         "messages": count,
         "input_topic": route["source"],
@@ -357,6 +359,41 @@ async def phase(
         "floor": floor,
         "worker_over_floor": worker_us / floor_us if worker_us and floor_us else None,
     }
+    if exactly_once:
+        result["exactly_once"] = await exactly_once_drain(
+            settings, state, route, app_id, expected, service_pids
+        )
+    return result
+
+
+async def exactly_once_drain(
+    settings, state: Path, route: dict, app_id: str, expected: set[str], pids: dict[str, int]
+) -> dict:
+    """The same backlog drained again by an exactly-once worker (its own group and outputs)."""
+    from worker.settings import Route
+    from worker.topics import ensure_topics
+
+    console.print(f"[cyan]{route['model']}: exactly-once worker draining …")
+    eos_id = f"{app_id}-eos"
+    eos_route = {**route, "sink": route["sink"] + ".eos"}
+    deadletter = f"bench.deadletter.{eos_id}"
+    topics = settings.model_copy(update={"routes": [Route(**eos_route)], "app_id": eos_id})
+    await ensure_topics(topics, extra=[deadletter])
+
+    def start() -> subprocess.Popen:
+        return start_worker(settings, eos_id, eos_route, state, settings.max_batch, "exactly_once")
+
+    outputs = [eos_route["sink"], deadletter]
+    process, drained = await watch_drain(
+        bootstrap_of(settings), outputs, expected, start, pids, "worker"
+    )
+    stop_worker(process)
+    drained.update(await outputs_of(bootstrap_of(settings), outputs, expected))
+    return drained
+
+
+def bootstrap_of(settings) -> str:
+    return settings.kafka_bootstrap_servers
 
 
 async def lone_latency(settings, state: Path, model: str, count: int) -> dict:
@@ -441,6 +478,9 @@ def main(
         int, typer.Option(help="Messages sent one at a time per model for the latency; 0 skips")
     ] = 40,
     out: Annotated[Path, typer.Option(help="JSON results")] = ROOT / "bench" / "overhead.json",
+    exactly_once: Annotated[
+        bool, typer.Option(help="Drain the stand-in backlog with an exactly-once worker too")
+    ] = True,
 ) -> None:
     from devstack.local import LocalStack
     from worker.logging import configure_logging
@@ -471,7 +511,10 @@ def main(
             if count > 0:
                 spy = profile if model == STANDIN else None
                 pids = (stack.kafka.pid, stack.triton.pid)
-                results["phases"].append(asyncio.run(phase(live, state, model, count, *pids, spy)))
+                eos = exactly_once and model == STANDIN  # where the worker is the bottleneck
+                results["phases"].append(
+                    asyncio.run(phase(live, state, model, count, *pids, spy, exactly_once=eos))
+                )
         console.print(f"[cyan]lone messages ({lone_messages} per model, one at a time) …")
         results["lone"] = [
             asyncio.run(lone_latency(live, state, model, lone_messages))
@@ -537,6 +580,7 @@ def show(results: dict) -> None:
             duplicates,
         )
     console.print(table)
+    show_exactly_once(results)
     if results.get("lone"):
         lone = Table(title="lone message at low load: produce -> labelled record (ms)")
         for column in ("model", "messages", "p50", "p99", "record latency_ms p50"):
@@ -547,6 +591,35 @@ def show(results: dict) -> None:
                 f"{r['record_latency_p50_ms']:.1f}",
             )  # fmt: skip
         console.print(lone)
+
+
+def show_exactly_once(results: dict) -> None:
+    table = Table(title="exactly-once worker beside the at-least-once one (same backlog, same run)")
+    for column in (
+        "phase", "ALOS msg/s", "EOS msg/s", "slowdown", "ALOS CPU µs/msg", "EOS CPU µs/msg",
+        "EOS/floor", "Kafka µs/msg ALOS | EOS", "EOS lost", "EOS dupli- cates",
+    ):  # fmt: skip
+        table.add_column(column, justify="right")
+    for p in results["phases"]:
+        eos = p.get("exactly_once")
+        if not eos:
+            continue
+        alos, floor = p["worker"], p["floor"]
+        a_cpu, e_cpu = alos.get("cpu_us_per_msg", {}), eos.get("cpu_us_per_msg", {})
+        f_us = floor.get("cpu_us_per_msg", {}).get("floor")
+        table.add_row(
+            p["model"],
+            f"{alos.get('msgs_per_s', 0):,.0f}",
+            f"{eos.get('msgs_per_s', 0):,.0f}",
+            f"{1 - eos.get('msgs_per_s', 0) / alos['msgs_per_s']:.1%}",
+            f"{a_cpu.get('worker', 0):,.0f}",
+            f"{e_cpu.get('worker', 0):,.0f}",
+            f"{e_cpu.get('worker', 0) / f_us:.1f}" if f_us else "n/a",
+            f"{a_cpu.get('kafka', 0):,.0f} | {e_cpu.get('kafka', 0):,.0f}",
+            str(eos["lost"]),
+            str(eos["duplicates"]),
+        )
+    console.print(table)
 
 
 if __name__ == "__main__":

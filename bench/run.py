@@ -167,9 +167,16 @@ async def limit(url: str, model: str, texts: list[str], seconds: float) -> dict:
     return {"best": best, "grid": results}
 
 
-def start_worker(settings, app_id: str, route, state: Path, max_batch: int) -> subprocess.Popen:
+def start_worker(
+    settings,
+    app_id: str,
+    route,
+    state: Path,
+    max_batch: int,
+    guarantee: str = "at_least_once",
+) -> subprocess.Popen:
     """A fresh worker on `route` alone, with its own group, topics and state dir; its log is
-    `<state>/<app_id>.log`."""
+    `<state>/<app_id>.log`. `guarantee`: its PROCESSING_GUARANTEE."""
     from devstack.worker_process import start_worker as start_process
     from worker.settings import Route
 
@@ -183,6 +190,7 @@ def start_worker(settings, app_id: str, route, state: Path, max_batch: int) -> s
             "max_batch": max_batch,
             # naive = one message per call, one call at a time, as in Faust's examples
             "batches_in_flight": 1 if max_batch == 1 else settings.batches_in_flight,
+            "processing_guarantee": guarantee,
             "log_format": "json",
             "log_level": "WARNING",
         }
@@ -204,8 +212,10 @@ async def pipeline_run(
     max_batch: int,
     profile_pids: dict[str, int] | None = None,
     cpu_pids: dict[str, int] | None = None,
+    guarantee: str = "at_least_once",
 ) -> dict:
     """Throughput of a fresh worker draining `count` messages (worker start-up excluded).
+    Its output is read read_committed, as exactly-once requires.
 
     With `profile_pids` ({"name": pid}, the worker added as "worker"), py-spy samples each of
     them while the backlog drains and the summaries are returned under "profile". With
@@ -223,7 +233,7 @@ async def pipeline_run(
     from worker.settings import Route
 
     await ensure_topics(settings.model_copy(update={"routes": [Route(**route)], "app_id": app_id}))
-    worker = start_worker(settings, app_id, route, state, max_batch)
+    worker = start_worker(settings, app_id, route, state, max_batch, guarantee)
     try:
         warm = [(b"warm", orjson.dumps({"id": "warm", "text": "warm up"}))]
         await produce(bootstrap, route["source"], warm)
@@ -404,14 +414,24 @@ def main(
                     cpu_pids={"triton": stack.triton.pid, "kafka": stack.kafka.pid},
                 )
             )
+            console.print(f"[cyan]{model}: pipeline, exactly-once ({messages} messages) …")
+            services = {"triton": stack.triton.pid, "kafka": stack.kafka.pid}
+            eos = asyncio.run(
+                pipeline_run(
+                    live, state, model, messages, live.max_batch,
+                    cpu_pids=services, guarantee="exactly_once",
+                )
+            )  # fmt: skip
             console.print(f"[cyan]{model}: naive ({naive_messages} messages, MAX_BATCH=1) …")
             naive = asyncio.run(pipeline_run(live, state, model, naive_messages, 1))
             results["models"][model] = {
                 "limit": lim,
                 "pipeline": pipe,
+                "exactly_once": eos,
                 "naive": naive,
                 "pipeline_over_limit": pipe["msgs_per_s"] / lim["best"]["texts_per_s"],
                 "pipeline_over_naive": pipe["msgs_per_s"] / naive["msgs_per_s"],
+                "exactly_once_slowdown": 1 - eos["msgs_per_s"] / pipe["msgs_per_s"],
             }
     finally:
         asyncio.run(stack.down())
@@ -476,12 +496,46 @@ def show(results: dict) -> None:
             f"{share:.0%}",
         )
     console.print(cpu)
+    show_guarantees(results)
     for model, r in results["models"].items():
         for name, summary in r["pipeline"].get("profile", {}).items():
             stages = ", ".join(f"{stage} {share:.0%}" for stage, share in summary["stages"].items())
             own = ", ".join(f"{func} {share:.0%}" for func, share in summary["top_own"][:5])
             console.print(f"[bold]{model} / {name}[/] ({summary['samples']} samples): {stages}")
             console.print(f"  most own time: {own}")
+
+
+def show_guarantees(results: dict) -> None:
+    """Exactly-once beside at-least-once: same stack, same run, same message count."""
+    table = Table(title="exactly-once beside at-least-once (pipeline drain, same run)")
+    for column in (
+        "model", "at-least-once msg/s", "exactly-once msg/s", "slowdown (target <= 15 %)",
+        "worker CPU ms/1k ALOS | EOS", "kafka CPU ms/1k ALOS | EOS", "p50/p99 ms ALOS | EOS",
+    ):  # fmt: skip
+        table.add_column(column, justify="right")
+    for model, r in results["models"].items():
+        alos, eos = r["pipeline"], r.get("exactly_once")
+        if not eos:
+            continue
+
+        def per_k(run: dict, name: str) -> str:
+            return f"{1e6 * run.get('cpu_s', {}).get(name, float('nan')) / run['messages']:.0f}"
+
+        def lat(run: dict) -> str:
+            got = run.get("latency") or {}
+            return "/".join(f"{got.get(k, float('nan')):.0f}" for k in ("p50_ms", "p99_ms"))
+
+        slowdown = r["exactly_once_slowdown"]
+        table.add_row(
+            model,
+            f"{alos['msgs_per_s']:.0f}",
+            f"{eos['msgs_per_s']:.0f}",
+            f"{slowdown:.1%}" + (" [red]over[/]" if slowdown > 0.15 else ""),
+            f"{per_k(alos, 'worker')} | {per_k(eos, 'worker')}",
+            f"{per_k(alos, 'kafka')} | {per_k(eos, 'kafka')}",
+            f"{lat(alos)} | {lat(eos)}",
+        )
+    console.print(table)
 
 
 if __name__ == "__main__":

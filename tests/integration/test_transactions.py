@@ -18,7 +18,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import ProducerFenced
 
 from devstack.local import LocalStack
-from worker.client import read_topics
+from tests.integration.faults import collect, ids, messages, outcome, wait_committed
+from worker.client import partitions_of, produce, read_topics
 from worker.settings import WorkerSettings
 from worker.topics import ensure_topics
 
@@ -104,3 +105,41 @@ def test_a_newer_producer_with_the_same_transactional_id_fences_the_old_one(
 
     assert asyncio.run(zombie_commit(bootstrap, sink, f"fence-{tag}")) is ProducerFenced
     assert asyncio.run(read_topics(bootstrap, [sink], timeout_s=30)) == []
+
+
+async def end_offsets(bootstrap: str, topic: str) -> int:
+    """Sum of the topic's partition end offsets: records and transaction markers."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in await partitions_of(consumer, topic)]
+        return sum((await consumer.end_offsets(parts)).values())
+    finally:
+        await consumer.stop()
+
+
+def test_an_exactly_once_worker_commits_outputs_and_offsets_in_its_transactions(
+    routes_settings, start_worker
+):
+    """The real path of PROCESSING_GUARANTEE=exactly_once (its crash cases are in `make
+    chaos`): every input once, a bad one as its dead letter, the group's offsets committed to
+    the end, and the sink written in transactions (their commit markers take offsets)."""
+    settings = routes_settings.model_copy(update={"processing_guarantee": "exactly_once"})
+    news = settings.routes[0]
+    bootstrap = settings.kafka_bootstrap_servers
+    batch = [*messages("eos", "news", 300), (b"eos-bad", b"{not json")]
+    start_worker(settings)
+
+    async def scenario():
+        await produce(bootstrap, news.source, batch)
+        labelled, dead = await collect(
+            bootstrap, [news.sink], settings.deadletter_topic, ids(batch)
+        )
+        left = await wait_committed(bootstrap, settings.app_id, [news.source], timeout_s=30)
+        return labelled, dead, left, await end_offsets(bootstrap, news.sink)
+
+    labelled, dead, left, sink_end = asyncio.run(scenario())
+    result = outcome("exactly-once worker, no fault", ids(batch), labelled, dead)
+    assert (result.labelled, result.dead_lettered, result.duplicates, result.lost) == (300, 1, 0, 0)
+    assert left == 0, "the transactions committed the source offsets to the end"
+    assert sink_end > 300, "no commit marker: the sink was not written in transactions"
