@@ -25,6 +25,7 @@ from tests.integration.faults import (
     ids,
     messages,
     outcome,
+    stable_group,
     uncommitted,
     wait_committed,
     wait_labelled,
@@ -187,6 +188,42 @@ def test_triton_frozen_past_the_request_timeout(stack, routes_settings, start_wo
     case = f"Triton frozen 3× past the request timeout ({guarantee})"
     result = outcome(case, ids(batch), labelled, dead)
     assert result.lost == 0 and result.duplicates == 0 and result.dead_lettered == 0
+
+
+@pytest.mark.chaos
+def test_exactly_once_a_frozen_worker_is_fenced_when_it_wakes(routes_settings, start_worker):
+    """A zombie: worker A is frozen (SIGSTOP) past the session timeout, B takes its partitions
+    over and fences A's transactional ids; woken (SIGCONT), A's commits fail ProducerFenced, its
+    batches are released and it rejoins. A read_committed reader sees each input once."""
+    settings = with_guarantee(routes_settings, "exactly_once").model_copy(
+        update={"kafka_session_timeout_s": 6.0}
+    )
+    news = settings.routes[0]
+    bootstrap = settings.kafka_bootstrap_servers
+    batch = messages("zombie", "news", 2000)
+    zombie = start_worker(settings)
+    survivor = start_worker(settings)
+
+    async def scenario():
+        await produce(bootstrap, news.source, batch[:40])
+        await wait_labelled(bootstrap, [news.sink], 40)
+        await stable_group(bootstrap, settings.app_id, members=2)
+        await produce(bootstrap, news.source, batch[40:])
+        await wait_labelled(bootstrap, [news.sink], 300)
+        zombie.send_signal(signal.SIGSTOP)
+        try:
+            await asyncio.sleep(3 * settings.kafka_session_timeout_s)  # B owns everything
+            await wait_labelled(bootstrap, [news.sink], 900)
+        finally:
+            zombie.send_signal(signal.SIGCONT)
+        return await collect(bootstrap, [news.sink], settings.deadletter_topic, ids(batch))
+
+    labelled, dead = asyncio.run(scenario())
+    assert zombie.poll() is None and survivor.poll() is None, "both keep running"
+    result = outcome(
+        "exactly-once: a frozen worker wakes after a takeover", ids(batch), labelled, dead
+    )
+    assert_delivery(result, settings, 0)
 
 
 def test_one_model_unloaded_the_other_route_keeps_flowing(stack, routes_settings, start_worker):
