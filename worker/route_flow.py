@@ -108,7 +108,9 @@ class RouteFlow:
 
     async def finish(self, events: list[EventT], outcomes: list[Outcome]) -> None:
         """Publish a processed batch, acknowledge its events, count and log it."""
-        records = [r for result, extra in outcomes for r in (*result.records, *extra)]
+        records = [
+            r for result, extra in outcomes for r in (*result.records, *result.reviews, *extra)
+        ]
         if self.txn is None:
             await publish(records, self.send_all, refused=self.pipeline.refused, **self.retry)
         else:
