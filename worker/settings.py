@@ -19,6 +19,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from rich.markup import escape
 
+from contracts.review import FEEDBACK_TOPIC, REVIEW_TOPIC
 from worker.security import KafkaSecurity, TritonTLS
 
 if TYPE_CHECKING:
@@ -158,6 +159,14 @@ class WorkerSettings(BaseSettings, KafkaSecurity, TritonTLS):
     deadletter_topic: str = Field(
         "labelstream.deadletter",
         description="Where invalid or unclassifiable input goes, with the reason.",
+    )
+    review_topic: str = Field(
+        REVIEW_TOPIC,
+        description="Labelled records a person should check (key = id), read by `worker review`.",
+    )
+    feedback_topic: str = Field(
+        FEEDBACK_TOPIC,
+        description="People's labels for reviewed ids (key = id), written by `worker review`.",
     )
     registry_topic: str = Field(
         "labelstream.models",
