@@ -98,7 +98,9 @@ def parse_review(value: bytes | None) -> Review | str:
         return f"not a review: {exc!r}"
     scores = review.scores
     if not isinstance(review.text, str) or not isinstance(review.id, str) or not review.id:
-        return "id and text must be strings"
+        return "id and text must be strings, id not empty"
+    if not isinstance(review.confidence, int | float):
+        return "confidence must be a number"
     if not isinstance(scores, dict) or not scores:
         return "scores must be a non-empty object"
     if not all(isinstance(k, str) and k for k in scores):
@@ -163,15 +165,16 @@ def chosen_label(key: str, review: Review) -> str | None:
     return None
 
 
-async def decide(review: Review, keys: KeySource) -> str:
-    """Wait for a key that means something: a label, SKIP or QUIT (others are ignored)."""
+async def decide(review: Review, keys: KeySource) -> tuple[str, str | None]:
+    """Wait for a key that means something (others are ignored): a digit and the label it
+    picks, or SKIP or QUIT and None (a label may itself be called "s")."""
     while True:
         key = (await keys()).lower()
         if key in (SKIP, QUIT):
-            return key
+            return key, None
         label = chosen_label(key, review)
         if label is not None:
-            return label
+            return key, label
 
 
 async def review_loop(
@@ -189,15 +192,15 @@ async def review_loop(
         for position, review in enumerate(queue, 1):
             console.clear()
             console.print(render(review, position, len(queue)))
-            choice = await decide(review, keys)
-            if choice == QUIT:
+            key, label = await decide(review, keys)
+            if key == QUIT:
                 session.quit = True
                 console.print(f"stopped: {_tally(session)}")
                 return session
-            if choice == SKIP:
+            if label is None:
                 session.skipped.append(review.id)
                 continue
-            feedback = Feedback(review.id, choice, by, clock().isoformat(), review.text)
+            feedback = Feedback(review.id, label, by, clock().isoformat(), review.text)
             await bus.publish(feedback)
             session.picked.append(feedback)
     console.clear()
@@ -211,8 +214,8 @@ def _tally(session: Session) -> str:
 
 class TerminalKeys:
     """Key presses without Enter from a terminal (cbreak mode: no echo, Ctrl-C still stops),
-    restored on exit; from anything else (a pipe, a file) one key per line. End of input is
-    QUIT."""
+    restored on exit; from anything else (a pipe, a file) one key per line. End of input (and
+    Ctrl-D on a terminal) is QUIT."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream or sys.stdin
@@ -253,7 +256,7 @@ class TerminalKeys:
         finally:
             loop.remove_reader(fd)
         data = os.read(fd, 1)
-        return data.decode("latin-1") if data else QUIT
+        return QUIT if data in (b"", b"\x04") else data.decode("latin-1")  # Ctrl-D: quit too
 
 
 class KafkaReviewBus:
@@ -312,7 +315,7 @@ def run_review(settings: WorkerSettings, by: str, errors: Console) -> int:
     configure_logging(settings.log_level, settings.log_format)
     try:
         session = asyncio.run(_review(settings, by, Console()))
-    except KafkaError as exc:
+    except (KafkaError, TimeoutError) as exc:
         errors.print(f"[red]error:[/red] Kafka: {exc!r}", soft_wrap=True)
         return 1
     except KeyboardInterrupt:

@@ -164,6 +164,13 @@ def test_keys_that_mean_nothing_are_ignored():
     assert [f.label for f in bus.published] == ["Sci/Tech"]
 
 
+def test_labels_named_like_commands_are_picked_by_their_digit():
+    scores = {"s": 0.6, "q": 0.4}
+    bus = FakeBus([review("a", "2026-12-01T10:00:00Z", scores=scores, label="s")])
+    session = run(bus, Keys("2"))
+    assert [f.label for f in bus.published] == ["q"] and not session.quit
+
+
 def test_reviews_arriving_meanwhile_are_shown_and_skipped_ones_not_again():
     bus = FakeBus([review("a", "2026-12-01T10:00:00Z"), review("b", "2026-12-01T11:00:00Z")])
     keys = Keys("s", "1", "2")
@@ -212,6 +219,7 @@ def test_a_long_text_is_cut_on_screen_but_not_in_the_feedback():
         (review("a", "2026-12-01T10:00:00Z", scores={"": 1}).to_json(), "every label"),
         (review("a", "2026-12-01T10:00:00Z", scores={"x": "1"}).to_json(), "every score"),
         (review("", "2026-12-01T10:00:00Z").to_json(), "id and text"),
+        (review("a", "2026-12-01T10:00:00Z", confidence="high").to_json(), "confidence"),
         (orjson.dumps({**asdict(review("a", "2026-12-01T10:00:00Z")), "text": 5}), "id and text"),
     ],
 )
@@ -249,12 +257,12 @@ def test_a_terminal_gives_single_keys_without_echo_and_is_restored():
         with os.fdopen(os.dup(slave), "r") as stream, TerminalKeys(stream) as keys:
             during = termios.tcgetattr(slave)
             assert not during[3] & termios.ICANON and not during[3] & termios.ECHO
-            os.write(master, b"2s")  # no Enter
+            os.write(master, b"2s\x04")  # no Enter; Ctrl-D last
 
-            async def two() -> list[str]:
-                return [await asyncio.wait_for(keys(), 5), await asyncio.wait_for(keys(), 5)]
+            async def three() -> list[str]:
+                return [await asyncio.wait_for(keys(), 5) for _ in range(3)]
 
-            assert asyncio.run(two()) == ["2", "s"]
+            assert asyncio.run(three()) == ["2", "s", "q"]
         assert termios.tcgetattr(slave) == before
     finally:
         os.close(master)
