@@ -41,8 +41,15 @@ def topic_names(settings: WorkerSettings, extra: Iterable[str] = ()) -> list[str
 async def ensure_topics(
     settings: WorkerSettings, extra: Iterable[str] = (), timeout: float = 30.0
 ) -> None:
-    """Create missing topics (existing ones are left alone) and wait until all have leaders."""
-    names = topic_names(settings, extra)
+    """Create the worker's missing topics (existing ones are left alone) and wait until all
+    have leaders."""
+    await ensure_named_topics(settings, topic_names(settings, extra), timeout)
+
+
+async def ensure_named_topics(
+    settings: WorkerSettings, names: list[str], timeout: float = 30.0
+) -> None:
+    """`ensure_topics` for just `names` (`worker review` needs only its two)."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         request_timeout_ms=int(timeout * 1000),
