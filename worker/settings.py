@@ -175,14 +175,6 @@ class WorkerSettings(BaseSettings, KafkaSecurity, TritonTLS):
         "labelstream.deadletter",
         description="Where invalid or unclassifiable input goes, with the reason.",
     )
-    review_topic: str = Field(
-        REVIEW_TOPIC,
-        description="Labelled records a person should check (key = id), read by `worker review`.",
-    )
-    feedback_topic: str = Field(
-        FEEDBACK_TOPIC,
-        description="People's labels for reviewed ids (key = id), written by `worker review`.",
-    )
     registry_topic: str = Field(
         "labelstream.models",
         description="Compacted model registry: active version and candidate per model.",
