@@ -149,16 +149,19 @@ def test_corrections_measure_live_accuracy_and_train_a_better_version(
         for i, (text, _) in enumerate(stream)
     ]
 
-    async def serve_and_review() -> tuple[list[Review], dict]:
-        bootstrap = settings.kafka_bootstrap_servers
-        await produce(bootstrap, settings.routes[0].source, messages)
-        await read_topics(bootstrap, [settings.routes[0].sink], expect=len(stream), timeout_s=300)
+    async def serve_and_review() -> tuple[list, list[Review], dict]:
+        bootstrap, route = settings.kafka_bootstrap_servers, settings.routes[0]
+        await produce(bootstrap, route.source, messages)
+        labelled = await read_topics(bootstrap, [route.sink], expect=len(stream), timeout_s=300)
         reviews = await correct(settings, truth)
-        return reviews, await feedback_reports(settings, "1", len(reviews))
+        return labelled, reviews, await feedback_reports(settings, "1", len(reviews))
 
-    reviews, live = asyncio.run(serve_and_review())
-    assert 50 <= len(reviews) < len(stream), "the uncertain records, not all or none"
-    assert all(r.confidence < 0.9 and r.version == "1" for r in reviews)
+    labelled, reviews, live = asyncio.run(serve_and_review())
+    bodies = [orjson.loads(r.value) for r in labelled]
+    uncertain = {b["id"] for b in bodies if b["confidence"] < 0.9}
+    assert {r.id for r in reviews} == uncertain, "exactly the records under review_below"
+    assert len(reviews) >= 50, "enough corrections to learn from"
+    assert all(r.version == "1" for r in reviews)
     agreed = sum(r.label == truth[r.id] for r in reviews)
     print(f"reviews {len(reviews)}, right {agreed}: live accuracy {agreed / len(reviews):.3f}")
     assert (live["corrections"], live["agreed"]) == (len(reviews), agreed)
