@@ -18,21 +18,11 @@ from worker.labelling import dead_letter_record
 from worker.messages import OutRecord, RawMessage
 from worker.schemas import MAX_ID_CHARS, control_character
 from worker.settings import WorkerSettings
-from worker.validation import Rejection, describe_errors
+from worker.validation import REASONS, Rejection, describe_errors
 
-FEEDBACK_REASONS = frozenset(
-    {
-        "empty_message",
-        "message_too_large",
-        "invalid_utf8",
-        "invalid_json",
-        "not_an_object",
-        "missing_field",
-        "invalid_field",
-    }
-)
-"""Every `Rejection.type` that `validate_feedback` can give; the names mean what they mean for
-input messages (`worker.validation.REASONS`)."""
+FEEDBACK_REASONS = REASONS
+"""Every `Rejection.type` that `validate_feedback` can give: the input's reasons
+(`worker.validation.REASONS`), meaning what they mean for input messages."""
 
 TS_RULE = "ts must be an ISO-8601 string or epoch seconds"
 

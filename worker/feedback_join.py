@@ -144,15 +144,7 @@ class FeedbackJoin:
         return None
 
     def _dead(self, message: Delivered, rejection: Rejection) -> OutRecord:
-        raw = RawMessage(
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            key=message.key,
-            value=message.value,
-            timestamp=message.timestamp,
-            headers=tuple(message.headers or ()),
-        )
+        raw = RawMessage.of(message)
         return feedback_dead_letter(raw, rejection, self.settings, datetime.now(UTC))
 
     def _purge(self, partition: int) -> None:

@@ -43,16 +43,7 @@ def input_partition(event: EventT) -> int:
 
 def to_raw(event: EventT) -> RawMessage:
     """The pipeline's view of a Faust event."""
-    message = event.message
-    return RawMessage(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=message.value,
-        timestamp=message.timestamp,
-        headers=tuple(message.headers or ()),
-    )
+    return RawMessage.of(event.message)
 
 
 class RouteFlow:
