@@ -12,17 +12,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from contracts.review import FEEDBACK_TOPIC, REVIEW_TOPIC
 from trainer.options import TrainOptions, train_option_flags
 from trainer.settings import TrainerSettings
 from trainer.tasks import TASKS
 from worker.settings import run_cli
+
+if TYPE_CHECKING:
+    from trainer.retrain import RetrainReport
 
 app = typer.Typer(
     help="Fine-tune, export and publish labelstream classifiers.", no_args_is_help=True
@@ -271,6 +275,124 @@ def rollback(
     """Drop the canary/shadow candidate, or go back to the previously active version."""
     rollout = _rollout(ctx.obj, model, repository, triton_url)
     _run_step(rollout.rollback)
+
+
+@app.command()
+@train_option_flags
+def retrain(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option("--model", help="Model name in the repository.")],
+    data: Annotated[Path, typer.Option(help="The base training data (as `trainer train`).")],
+    options: dict[str, Any],
+    canary: Annotated[
+        str, typer.Option(help="Traffic share of the new version when it is published.")
+    ] = "10%",
+    max_drop: Annotated[
+        float,
+        typer.Option(help="Refuse when held-out accuracy drops more than this (0.01: 1 point)."),
+    ] = 0.01,
+    feedback_topic: Annotated[str, typer.Option(help="People's labels.")] = FEEDBACK_TOPIC,
+    review_topic: Annotated[str, typer.Option(help="The worker's reviews.")] = REVIEW_TOPIC,
+    text_col: Annotated[str, typer.Option(help="Column (or JSON key) with the text.")] = "text",
+    label_col: Annotated[str, typer.Option(help="Column with the label.")] = "label",
+    title_col: Annotated[
+        str | None, typer.Option(help="Optional title column, joined to the text.")
+    ] = None,
+    validation_data: Annotated[
+        Path | None, typer.Option(help="Hold these rows out instead of a split of DATA.")
+    ] = None,
+    repository: RepositoryOption = None,
+    triton_url: TritonOption = None,
+    base_model: Annotated[
+        Path | None,
+        typer.Option(help="Local Hugging Face model directory (env TRAINER_BASE_MODEL)."),
+    ] = None,
+) -> None:
+    """Train on DATA plus the corrections on the feedback topic; publish the new version as a
+    canary unless its held-out accuracy is more than --max-drop below the active version's."""
+    from trainer.data import Columns, DataError
+    from trainer.publish import PublishError
+    from trainer.repository import RepositoryError
+    from trainer.retrain import LiveIO, RetrainError, RetrainRequest
+    from trainer.retrain import retrain as run_retrain
+
+    share = parse_share(canary)
+    settings: TrainerSettings = ctx.obj
+    updates = {"repository": repository, "base_model": base_model}
+    settings = settings.model_copy(update={k: v for k, v in updates.items() if v is not None})
+    request = RetrainRequest(
+        model=model,
+        data=data,
+        canary=share,
+        max_drop=max_drop,
+        feedback_topic=feedback_topic,
+        review_topic=review_topic,
+        options=options,
+        columns=Columns(text=text_col, label=label_col, title=title_col),
+        validation_data=validation_data,
+    )
+    io = LiveIO(settings, _rollout(settings, model, repository, triton_url))
+    with (
+        _refusals(DataError, code=2, prefix="bad data: "),
+        _refusals(RepositoryError, code=2, prefix="refused: "),
+        _refusals(RetrainError, code=1, prefix="refused: "),
+        _refusals(PublishError, code=1, prefix="publish failed: "),
+    ):
+        report = run_retrain(request, settings, io)
+    _print_retrain(report)
+    if not report.published:
+        raise typer.Exit(1)
+
+
+def _print_retrain(report: RetrainReport) -> None:
+    """What the corrections changed, both versions' scores, and the decision."""
+    read = report.corrections
+    ignored = ", ".join(f"{why} {count}" for why, count in sorted(read["ignored"].items()))
+    console.print(
+        f"corrections: {read['read']} feedback records read, {read['used']} used"
+        + (f", ignored: {ignored}" if ignored else "")
+    )
+    changes = Table(title="what the corrections changed (training rows)")
+    for column in ("label", "relabelled to it", "relabelled from it", "confirmed", "added"):
+        changes.add_column(column, justify="left" if column == "label" else "right")
+    moves = report.changes["relabelled_from_to"]
+    for label in _labels_of(report):
+        changes.add_row(
+            label,
+            str(sum(m["rows"] for m in moves if m["to"] == label)),
+            str(sum(m["rows"] for m in moves if m["from"] == label)),
+            str(report.changes["confirmed_by_label"].get(label, 0)),
+            str(report.changes["added_by_label"].get(label, 0)),
+        )
+    console.print(changes)
+    _print_comparison(report)
+    colour = "green" if report.published else "red"
+    console.print(f"[{colour}]{escape(report.reason)}[/{colour}]; report: {report.version_dir}")
+
+
+def _labels_of(report: RetrainReport) -> list[str]:
+    moves = report.changes["relabelled_from_to"]
+    named = {m["from"] for m in moves} | {m["to"] for m in moves}
+    named |= set(report.changes["confirmed_by_label"]) | set(report.changes["added_by_label"])
+    return sorted(named)
+
+
+def _print_comparison(report: RetrainReport) -> None:
+    scores = Table(
+        title=f"{report.model}: active version {report.active_version} "
+        f"against new version {report.new_version}"
+    )
+    for column in ("rows", "metric", "active", "new", "change (points)"):
+        scores.add_column(column, justify="left" if column in ("rows", "metric") else "right")
+    for name, by_role in report.scores.items():
+        rows = f"{name.replace('_', '-')} ({by_role['active']['rows']})"
+        # Over a few corrections, macro-F1 mostly counts the labels they do not have.
+        for metric in ("accuracy", "macro_f1") if name == "held_out" else ("accuracy",):
+            active, new = by_role["active"][metric], by_role["new"][metric]
+            scores.add_row(
+                rows, metric, f"{active:.4f}", f"{new:.4f}", f"{100 * (new - active):+.2f}"
+            )
+    console.print(scores)
 
 
 def _format(value: Any) -> str:

@@ -72,6 +72,11 @@ class TrainerSettings(BaseSettings, KafkaSecurity, TritonTLS):
         Path(".labelstream") / "checkpoints",
         description="Where interrupted runs are resumed from (removed once a version is written).",
     )
+    retrain_dir: Path = Field(
+        Path(".labelstream") / "retrain",
+        description="Where `trainer retrain` writes the rows it trained and validated on "
+        "(<model>/<time>/), kept so a retrained version's data can be read back.",
+    )
     log_level: str = Field("INFO", description="Log level of the trainer's structlog events.")
     log_format: str = Field(
         "auto",

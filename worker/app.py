@@ -22,6 +22,7 @@ import orjson
 
 from worker import faust_fixes, intake, metrics
 from worker.drift_flow import DriftFlow, DriftMonitor, sample_records
+from worker.feedback_join import FeedbackJoin
 from worker.inference import Classifier, TritonClassifier
 from worker.pipeline import Pipeline
 from worker.publishing import BatchProducer, SendAll
@@ -76,6 +77,7 @@ def create_app(settings: WorkerSettings, classifier: Classifier | None = None) -
     )
     if settings.drift.enabled:
         _add_drift(app, settings, registry, sender.send_all)
+        _add_feedback(app, settings, sender.send_all)
     for route in settings.routes:
         txn = transactions.get(route.source)
         _add_route(app, route, classifier, sender.send_all, settings, registry, txn)
@@ -167,6 +169,32 @@ def _add_route(
                 await txn.close()
 
     app.agent(_raw_topic(app, route.source), name=f"classify-{route.source}")(classify)
+
+
+def _add_feedback(app: faust.App, settings: WorkerSettings, send_all: SendAll) -> None:
+    """The feedback join: reviews remembered in a table, feedback joined to them and sent to
+    its model's drift window (`worker/feedback_join.py`)."""
+    table = app.Table(
+        "review-predictions",
+        partitions=settings.topic_partitions,
+        schema=faust.Schema(key_serializer="json", value_serializer="json"),
+        help="Predictions sent to review, by message id, for joining feedback.",
+    )
+    join = FeedbackJoin(table, settings, send_all)
+    topics = app.topic(
+        settings.review_topic,
+        settings.feedback_topic,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+    async def feedback_join(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await join.take(event.message)
+
+    app.agent(topics, name="feedback-join")(feedback_join)
 
 
 def _add_drift(

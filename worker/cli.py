@@ -1,4 +1,4 @@
-"""`worker` command line: run the stream processor, create topics, produce and tail.
+"""`worker` command line: run the stream processor, create topics, produce, tail and review.
 
 The embedded local stack has its own command line, `labelstream-stack` (`devstack/`).
 """
@@ -139,6 +139,23 @@ def tail(
             json.dumps(body.get("meta"))[:60],
         )
     Console().print(table)
+
+
+@app.command()
+def review(
+    by: Annotated[
+        str | None, typer.Option(help="Your name on the feedback records (default: $USER)")
+    ] = None,
+) -> None:
+    """Label the records the model was unsure of, oldest first: 1-9 picks a label (published
+    to the feedback topic), s skips, q quits."""
+    from worker.review import default_reviewer, run_review
+
+    name = (by if by is not None else default_reviewer()).strip()
+    if not name:
+        console.print("[red]error:[/red] --by must not be blank")
+        raise SystemExit(2)
+    raise SystemExit(run_review(get_settings(), name, console))
 
 
 @app.command()

@@ -58,13 +58,15 @@ async def read_topics(
     settle_s: float = 0.0,
     security: Mapping[str, Any] | None = None,
     isolation_level: str = "read_committed",
+    require_end: bool = False,
 ) -> list[Record]:
     """Read the topics from the beginning until `expect` records arrived (or the timeout).
 
     With `settle_s`, keep reading that long after reaching `expect`, so extra records
     (duplicates) are seen too. Without `expect`, read what is there now: up to the last stable
     offset under read_committed (records of aborted transactions are skipped, and an open
-    transaction's records are not there yet).
+    transaction's records are not there yet). With `require_end` (and no `expect`), not getting
+    there within `timeout_s` raises TimeoutError instead of returning part of the topics.
     """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers,
@@ -95,6 +97,8 @@ async def read_topics(
                     Record(tp.topic, tp.partition, m.offset, m.key, m.value, tuple(m.headers))
                     for m in messages
                 )
+        if require_end and end is not None and not await reached_end(consumer, end):
+            raise TimeoutError(f"{topics} not read to their end offsets within {timeout_s} s")
         return records
     finally:
         await consumer.stop()

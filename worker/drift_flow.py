@@ -19,7 +19,7 @@ import structlog
 
 from worker import metrics
 from worker.drift import Thresholds
-from worker.drift_report import build_report
+from worker.drift_report import build_report, feedback_section
 from worker.messages import OutRecord
 from worker.pipeline import BatchResult
 from worker.publishing import SendAll, publish
@@ -161,6 +161,8 @@ class DriftMonitor:
             )
             for window, reason in closed
         ]
+        if reports and drift_state.feedback:
+            reports[0]["feedback"] = feedback_section(drift_state.take_feedback())
         return drift_state.to_dict(), reports
 
 

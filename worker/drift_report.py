@@ -182,6 +182,37 @@ def _embedding(
     return section
 
 
+def wilson_interval(agreed: int, total: int, z: float = 1.959964) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion: sound at small counts and at 0 or 1,
+    where the normal approximation gives intervals outside [0, 1]."""
+    if total == 0:
+        return 0.0, 1.0
+    p = agreed / total
+    denominator = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denominator
+    half = z * np.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
+    return max(0.0, float(centre - half)), min(1.0, float(centre + half))
+
+
+def feedback_section(pending: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per version: people's corrections of its labels, its live accuracy on them (with a
+    95 % interval) and the confusion matrix (rows: predicted, columns: the person's label)."""
+    section = {}
+    for version, entry in sorted(pending.items()):
+        confusion = np.asarray(entry["confusion"], dtype=np.int64)
+        total, agreed = int(confusion.sum()), int(np.trace(confusion))
+        low, high = wilson_interval(agreed, total)
+        section[version] = {
+            "corrections": total,
+            "agreed": agreed,
+            "accuracy": _round(agreed / total) if total else None,
+            "ci95": [_round(low), _round(high)],
+            "labels": entry["labels"],
+            "confusion": confusion.tolist(),
+        }
+    return section
+
+
 def shadow_section(window: Window) -> dict[str, Any]:
     """How often the shadow version agreed with the published labels, overall and per class."""
     compared = window.shadow_compared

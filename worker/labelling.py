@@ -1,4 +1,4 @@
-"""Build output records: labelled results and dead letters (pure functions).
+"""Build output records: labelled results, review copies and dead letters (pure functions).
 
 Both carry the input's headers (minus the ones a route drops) and say what they are:
 `content-type`, and on labelled records `labelstream-model` and `labelstream-version`. Every
@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 import numpy as np
 import orjson
 
+from contracts.review import Review
+from contracts.text import model_text
 from worker.messages import Headers, OutRecord, RawMessage
 from worker.schemas import DeadLetter, ErrorInfo, InputMessage
 from worker.validation import Rejection
@@ -97,6 +99,35 @@ def labelled_record(
     )
     value = orjson.dumps(body, option=orjson.OPT_UTC_Z)
     return OutRecord(sink, message.id.encode("utf-8"), value, headers, origin=raw)
+
+
+def review_record(
+    message: InputMessage,
+    *,
+    topic: str,
+    route: str,
+    model: str,
+    version: str,
+    label: str,
+    confidence: float,
+    scores: dict[str, float],
+    now: datetime,
+    origin: RawMessage,
+) -> OutRecord:
+    """The copy of an uncertain labelled record for a person to check (`contracts.review`):
+    the text as the model read it, so `trainer retrain` trains on what was judged."""
+    review = Review(
+        id=message.id,
+        text=model_text(message.text, message.title),
+        label=label,
+        confidence=confidence,
+        scores=scores,
+        model=model,
+        version=version,
+        route=route,
+        ts=now.isoformat(),
+    )
+    return OutRecord(topic, message.id.encode("utf-8"), review.to_json(), (CONTENT_TYPE,), origin)
 
 
 def dead_letter_record(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 Headers = tuple[tuple[str, bytes], ...]
 """Kafka record headers in their order; a key may repeat."""
@@ -18,6 +19,19 @@ class RawMessage:
     timestamp: float
     """Kafka record timestamp, seconds since the epoch."""
     headers: Headers = ()
+
+    @classmethod
+    def of(cls, message: Any) -> RawMessage:
+        """The pipeline's view of a consumed record (a Faust `Message`)."""
+        return cls(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=message.value,
+            timestamp=message.timestamp,
+            headers=tuple(message.headers or ()),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,6 +72,23 @@ DRIFT_REPORTS = Counter(
     "labelstream_drift_reports", "Drift reports published, by status.", ["model", "status"]
 )
 
+FEEDBACK = Counter(
+    "labelstream_feedback",
+    "Feedback records by outcome: joined to a prediction, or not (invalid, unknown_id, "
+    "expired, unknown_label: each also a dead letter).",
+    ["outcome"],
+)
+LIVE_ACCURACY = Gauge(
+    "labelstream_live_accuracy",
+    "Share of people's corrections that agreed with the version's label, over the "
+    "corrections in the model's last drift report.",
+    ["model", "version"],
+)
+REVIEWS = Counter(
+    "labelstream_reviews",
+    "Labelled records also sent to review (confidence under the route's review_below).",
+    ["route", "model"],
+)
 TRANSACTIONS = Counter(
     "labelstream_transactions",
     "Exactly-once batches by outcome: committed, already_committed (an earlier attempt did), "
@@ -107,6 +124,7 @@ class BatchLike(Protocol):
     observed: dict[str, Any]
     candidate_failures: dict[str, int]
     inference_ms: float
+    reviews: list[OutRecord]
 
 
 def observe_batch(
@@ -118,6 +136,8 @@ def observe_batch(
     BATCH_SECONDS.labels(route).observe(result.inference_ms / 1000.0)
     if result.labelled:
         MESSAGES_OUT.labels(route, model).inc(result.labelled)
+    if result.reviews:
+        REVIEWS.labels(route, model).inc(len(result.reviews))
     if result.rejected:
         for record in result.records:
             if record.topic == deadletter_topic:
@@ -151,6 +171,9 @@ def observe_drift(report: dict[str, Any]) -> None:
     DRIFT_STATUS.labels(model, version).set(DRIFT_LEVELS.get(status, -1))
     _drift_versions[model] = version
     DRIFT_REPORTS.labels(model, status).inc()
+    for fed_version, section in (report.get("feedback") or {}).items():
+        if section["accuracy"] is not None:
+            LIVE_ACCURACY.labels(model, fed_version).set(section["accuracy"])
 
 
 class LagConsumer(Protocol):

@@ -20,7 +20,13 @@ from contracts.text import model_text
 from worker.batching import chunks, halves, prepare_batch
 from worker.failures import TOO_LARGE
 from worker.inference import Classification, Classifier, InferenceRejected
-from worker.labelling import dead_letter_record, labelled_record, record_size, score_rows
+from worker.labelling import (
+    dead_letter_record,
+    labelled_record,
+    record_size,
+    review_record,
+    score_rows,
+)
 from worker.mapping import Mapping
 from worker.messages import OutRecord, RawMessage
 from worker.registry import ModelEntry, assign, shadow_version
@@ -71,6 +77,8 @@ class BatchResult:
     last_ts: float | None = None
     candidate_failures: dict[str, int] = field(default_factory=dict)
     """Per canary version: messages it failed on, which the active version labelled instead."""
+    reviews: list[OutRecord] = field(default_factory=list)
+    """Copies of labelled records under their route's review threshold (`review_record`)."""
 
 
 class Pipeline:
@@ -87,6 +95,7 @@ class Pipeline:
         self.classifier = classifier
         self.registry = registry
         self.deadletter_topic = settings.deadletter_topic
+        self.review_topic = settings.review_topic
         self.max_request = settings.triton_batch
         self.max_record_bytes = settings.producer_max_request_bytes
         self.drop_headers = frozenset(settings.drop_headers)
@@ -251,6 +260,38 @@ class Pipeline:
                 continue
             slots[index] = record
             result.labelled += 1
+            self._maybe_review(raw, message, answer, probs, scores, now, result)
+
+    def _maybe_review(
+        self,
+        raw: RawMessage,
+        message: InputMessage,
+        answer: Classification,
+        probs: list[float],
+        scores: list[float],
+        now: datetime,
+        result: BatchResult,
+    ) -> None:
+        """Copy the record to review when its confidence is under its label's threshold."""
+        best = probs.index(max(probs))
+        label = answer.labels[best]
+        threshold = self.route.review_threshold(label)
+        if threshold is None or probs[best] >= threshold:
+            return
+        result.reviews.append(
+            review_record(
+                message,
+                topic=self.review_topic,
+                route=self.route.source,
+                model=answer.model,
+                version=answer.version,
+                label=label,
+                confidence=probs[best],
+                scores=dict(zip(answer.labels, scores, strict=True)),
+                now=now,
+                origin=raw,
+            )
+        )
 
     def _injected_failure(self, texts: list[str]) -> None:
         """The test seam `INJECT_FAILURE_TEXT`: fail like a bug would, inside the pipeline."""

@@ -43,16 +43,7 @@ def input_partition(event: EventT) -> int:
 
 def to_raw(event: EventT) -> RawMessage:
     """The pipeline's view of a Faust event."""
-    message = event.message
-    return RawMessage(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=message.value,
-        timestamp=message.timestamp,
-        headers=tuple(message.headers or ()),
-    )
+    return RawMessage.of(event.message)
 
 
 class RouteFlow:
@@ -108,7 +99,9 @@ class RouteFlow:
 
     async def finish(self, events: list[EventT], outcomes: list[Outcome]) -> None:
         """Publish a processed batch, acknowledge its events, count and log it."""
-        records = [r for result, extra in outcomes for r in (*result.records, *extra)]
+        records = [
+            r for result, extra in outcomes for r in (*result.records, *result.reviews, *extra)
+        ]
         if self.txn is None:
             await publish(records, self.send_all, refused=self.pipeline.refused, **self.retry)
         else:

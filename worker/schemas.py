@@ -17,6 +17,16 @@ MAX_META_DEPTH = 32
 # Control characters (Unicode Cc) other than tab, line feed and carriage return: refused in ids
 # and tags; in `text` and `title` they are normalised instead (`contracts/text.py`).
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+MAX_ID_CHARS = 512
+"""Longest message id: input ids, and the feedback ids that must match them."""
+
+
+def control_character(value: str) -> str | None:
+    """Why `value` cannot be an id or tag (its first control character), or None."""
+    found = _CONTROL.search(value)
+    if found is None:
+        return None
+    return f"control character U+{ord(found.group()):04X} at position {found.start()}"
 
 
 def nesting_depth(value: Any, limit: int) -> int:
@@ -38,7 +48,7 @@ class InputMessage(BaseModel):
 
     model_config = ConfigDict(extra="ignore", strict=True)
 
-    id: StrictStr = Field(min_length=1, max_length=512)
+    id: StrictStr = Field(min_length=1, max_length=MAX_ID_CHARS)
     text: StrictStr = Field(min_length=1)
     title: StrictStr | None = None
     source: StrictStr | None = None
@@ -61,11 +71,9 @@ class InputMessage(BaseModel):
     @field_validator("id", "source", "lang")
     @classmethod
     def _no_control_characters(cls, value: str | None) -> str | None:
-        found = _CONTROL.search(value) if value is not None else None
-        if found:
-            raise ValueError(
-                f"control character U+{ord(found.group()):04X} at position {found.start()}"
-            )
+        problem = control_character(value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("text")

@@ -19,6 +19,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from rich.markup import escape
 
+from contracts.review import FEEDBACK_TOPIC, REVIEW_TOPIC
 from worker.security import KafkaSecurity, TritonTLS
 
 if TYPE_CHECKING:
@@ -45,6 +46,17 @@ class Route(BaseModel):
         description="field: id_field, else the Kafka key; key: the Kafka key; coordinates: "
         "topic-partition-offset, for topics without ids.",
     )
+    review_below: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="A labelled record with a lower confidence is also copied to the review "
+        "topic (REVIEW_TOPIC) for a person to check; None = nothing goes to review.",
+    )
+    review_below_by_label: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per predicted label, a review_below of its own (overrides review_below).",
+    )
     keep_input: Literal["none", "all"] | list[str] | None = Field(
         None,
         description="What of the input the output's meta carries: None = the input's /meta "
@@ -69,6 +81,10 @@ class Route(BaseModel):
             for pointer in value:
                 cls._pointer(pointer)
         return value
+
+    def review_threshold(self, label: str) -> float | None:
+        """Below this confidence a record of `label` goes to review too (None: never)."""
+        return self.review_below_by_label.get(label, self.review_below)
 
     @model_validator(mode="after")
     def _text_values_have_no_id_field(self) -> Route:
@@ -162,6 +178,22 @@ class WorkerSettings(BaseSettings, KafkaSecurity, TritonTLS):
     registry_topic: str = Field(
         "labelstream.models",
         description="Compacted model registry: active version and candidate per model.",
+    )
+    review_topic: str = Field(
+        REVIEW_TOPIC,
+        description="Copies of labelled records under their route's review_below (key = id), "
+        "for `worker review`.",
+    )
+    feedback_topic: str = Field(
+        FEEDBACK_TOPIC,
+        description="People's labels for message ids ({id, label, by, ts[, text]}), joined "
+        "to the worker's predictions for live accuracy; `trainer retrain` reads it.",
+    )
+    feedback_retention_s: float = Field(
+        7 * 24 * 3600.0,
+        gt=0,
+        description="How long the worker remembers a prediction sent to review, for joining "
+        "feedback to it; later feedback is a dead letter (expired).",
     )
     rollback_max_failure_rate: float = Field(
         0.05,

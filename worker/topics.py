@@ -22,13 +22,16 @@ log = structlog.get_logger(__name__)
 
 
 def topic_names(settings: WorkerSettings, extra: Iterable[str] = ()) -> list[str]:
-    """Every route's source and sink, the dead-letter and drift topics and `extra`, no repeats.
+    """Every route's source and sink, the dead-letter, review, feedback and drift topics and
+    `extra`, no repeats. Review and feedback are keyed by id with `topic_partitions` partitions
+    each: the feedback join reads both in one agent.
 
     The drift-samples topic must have `topic_partitions` partitions: the drift table's
     changelog is partitioned like it.
     """
     names = [t for route in settings.routes for t in (route.source, route.sink)]
     names += [settings.deadletter_topic, settings.registry_topic]
+    names += [settings.review_topic, settings.feedback_topic]
     if settings.drift.enabled:
         names += [settings.drift.topic, settings.drift_samples_topic]
     names += extra
@@ -38,8 +41,15 @@ def topic_names(settings: WorkerSettings, extra: Iterable[str] = ()) -> list[str
 async def ensure_topics(
     settings: WorkerSettings, extra: Iterable[str] = (), timeout: float = 30.0
 ) -> None:
-    """Create missing topics (existing ones are left alone) and wait until all have leaders."""
-    names = topic_names(settings, extra)
+    """Create the worker's missing topics (existing ones are left alone) and wait until all
+    have leaders."""
+    await ensure_named_topics(settings, topic_names(settings, extra), timeout)
+
+
+async def ensure_named_topics(
+    settings: WorkerSettings, names: list[str], timeout: float = 30.0
+) -> None:
+    """`ensure_topics` for just `names` (`worker review` needs only its two)."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         request_timeout_ms=int(timeout * 1000),
@@ -129,7 +139,8 @@ async def check_request_limit(settings: WorkerSettings, timeout: float = 30.0) -
     """Refuse a producer limit that an output topic's `max.message.bytes` (the broker's
     `message.max.bytes` unless the topic overrides it) is below: the broker would refuse a
     record that the worker thinks fits. Returns the smallest topic limit."""
-    outputs = [route.sink for route in settings.routes] + [settings.deadletter_topic]
+    outputs = [route.sink for route in settings.routes]
+    outputs += [settings.deadletter_topic, settings.review_topic]
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         request_timeout_ms=int(timeout * 1000),

@@ -39,7 +39,7 @@ class Rejection:
     detail: str
 
 
-def _describe(exc: ValidationError, names: dict[str, str | None]) -> Rejection:
+def describe_errors(exc: ValidationError, names: dict[str, str | None]) -> Rejection:
     """One detail per error, naming each field by the pointer the route read it from."""
     errors = exc.errors(include_url=False, include_input=False)
     kinds = {e["type"] for e in errors}
@@ -93,7 +93,7 @@ def validate(
     try:
         message = InputMessage.model_validate(fields)
     except ValidationError as exc:
-        return _describe(exc, mapping.names)
+        return describe_errors(exc, mapping.names)
     if len(message.text) > max_text_chars:
         return TruncatedMessage.model_construct(
             message.model_fields_set, **{**dict(message), "text": message.text[:max_text_chars]}

@@ -61,6 +61,9 @@ class Sample:
     """Per labelled message: 1 the shadow version gave the same label, 0 not, -1 it failed."""
     shadow_delta: list[float] = field(default_factory=list)
     """Per labelled message: shadow confidence minus active confidence (0 when it failed)."""
+    feedback: list[list[int]] = field(default_factory=list)
+    """kind `feedback`: [predicted, corrected] label indices of corrections joined to the
+    predictions of `version` (`worker/feedback_join.py`); they count no message."""
 
     @property
     def messages(self) -> int:
@@ -289,6 +292,9 @@ class DriftState:
     """Windows opened so far for this model: the sequence number in window ids."""
     applied: dict[str, int] = field(default_factory=dict)
     """Highest sample offset merged per partition: a sample replayed after a crash is skipped."""
+    feedback: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per version, corrections joined since the last report: {"labels", "confusion"} with
+    confusion[predicted][corrected] counts; reported with the next window that closes."""
 
     @property
     def window(self) -> Window | None:
@@ -306,6 +312,9 @@ class DriftState:
         if self.applied.get(str(partition), -1) >= offset:
             return []
         self.applied[str(partition)] = offset
+        if sample.kind == "feedback":
+            self._add_feedback(sample)
+            return []
         closed: list[tuple[Window, str]] = []
         rest: Sample | None = sample if sample.kind == "batch" and sample.messages else None
         role = self.roles.setdefault(sample.role, RoleWindow()) if rest else None
@@ -340,6 +349,22 @@ class DriftState:
                     each.window = None
         return closed
 
+    def _add_feedback(self, sample: Sample) -> None:
+        version = str(sample.version)
+        size = len(sample.labels)
+        entry = self.feedback.setdefault(
+            version, {"labels": list(sample.labels), "confusion": [[0] * size for _ in range(size)]}
+        )
+        if entry["labels"] != sample.labels:
+            raise ValueError(f"feedback for version {version} with other labels")
+        for predicted, corrected in sample.feedback:
+            entry["confusion"][predicted][corrected] += 1
+
+    def take_feedback(self) -> dict[str, dict[str, Any]]:
+        """The corrections joined since the last report, per version; reset."""
+        taken, self.feedback = self.feedback, {}
+        return taken
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -357,4 +382,5 @@ class DriftState:
             roles=roles,
             opened=int(data.get("opened", 0)),
             applied=dict(data.get("applied", {})),
+            feedback=dict(data.get("feedback", {})),
         )

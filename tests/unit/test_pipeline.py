@@ -255,3 +255,23 @@ async def test_a_failed_request_raises_after_the_other_requests_are_labelled():
         await pipeline._classify(items, slots, BatchResult(records=[]))
 
     assert [slot is not None for slot in slots] == [True, True, False, False]
+
+
+async def test_records_under_the_review_threshold_are_also_copied_to_review():
+    """The fake labels every text Sports at 0.7: under 0.8 it goes to review, under a Sports
+    override of 0.5 it does not; the labelled record is published either way."""
+    route = ROUTE.model_copy(update={"review_below": 0.8})
+    result = await Pipeline(route, FakeClassifier(), settings()).process([message(0), message(1)])
+    assert [r.topic for r in result.records] == ["news.labelled", "news.labelled"]
+    assert [r.topic for r in result.reviews] == ["labelstream.review"] * 2
+    review = orjson.loads(result.reviews[0].value)
+    assert result.reviews[0].key == b"m0"
+    assert review["id"] == "m0" and review["text"] == "some news"
+    assert (review["label"], review["model"], review["version"]) == ("Sports", "news_topic", "3")
+    assert review["confidence"] == pytest.approx(0.7)
+    assert set(review["scores"]) == set(LABELS) and review["route"] == "news.raw"
+
+    by_label = route.model_copy(update={"review_below_by_label": {"Sports": 0.5}})
+    quiet = await Pipeline(by_label, FakeClassifier(), settings()).process([message(0)])
+    assert quiet.reviews == [] and len(quiet.records) == 1
+    assert (await Pipeline(ROUTE, FakeClassifier(), settings()).process([message(0)])).reviews == []

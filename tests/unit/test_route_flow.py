@@ -112,3 +112,13 @@ async def test_a_released_batch_is_acknowledged_and_counted_as_released():
     await flow.run(batches([Event(0, log), Event(1, log)]))
     assert [entry for entry in log if entry[0] == "ack"] == [("ack", 0), ("ack", 1)]
     assert metrics.TRANSACTIONS.labels(ROUTE.source, "released")._value.get() == before + 1
+
+
+async def test_review_copies_ride_with_their_batch_before_the_ack():
+    log: list = []
+    route = ROUTE.model_copy(update={"review_below": 0.8})  # the fake answers 0.7
+    flow = RouteFlow(Pipeline(route, FakeClassifier(), settings()), sender(log), settings())
+    await flow.run(batches([Event(0, log)]))
+    review = log.index(("sent", settings().review_topic, b"m0"))
+    assert log.index(("sent", ROUTE.sink, b"m0")) < log.index(("ack", 0))
+    assert review < log.index(("ack", 0))

@@ -58,7 +58,7 @@ def invoke(*args: str):
 
 def test_help_lists_every_command() -> None:
     result = invoke("--help")
-    for command in ("train", "publish", "list", "show", "evaluate"):
+    for command in ("train", "retrain", "publish", "list", "show", "evaluate"):
         assert command in result.output
 
 
