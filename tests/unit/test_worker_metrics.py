@@ -129,3 +129,26 @@ def test_endpoint_serves_the_metrics_over_http() -> None:
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     for name in ("labelstream_messages_in_total", "labelstream_triton_request_seconds"):
         assert name in body
+
+
+def test_reviews_are_counted_per_route_and_model() -> None:
+    route = f"news-{uuid.uuid4().hex[:6]}"
+    copy = OutRecord("labelstream.review", b"k", b"{}")
+    result = BatchResult(records=[], labelled=3, reviews=[copy, copy])
+    metrics.observe_batch(route, "news_topic", 3, result, DEADLETTER)
+    assert value("labelstream_reviews_total", route=route, model="news_topic") == 2
+
+
+def test_a_reports_feedback_sets_the_live_accuracy_of_each_version() -> None:
+    model = f"m-{uuid.uuid4().hex[:6]}"
+    report = {
+        "model": {"name": model, "version": "2"},
+        "status": "ok",
+        "feedback": {"1": {"accuracy": 0.75}, "2": {"accuracy": None}},
+    }
+    metrics.observe_drift(report)
+    assert value("labelstream_live_accuracy", model=model, version="1") == 0.75
+    assert (
+        REGISTRY.get_sample_value("labelstream_live_accuracy", {"model": model, "version": "2"})
+        is None
+    ), "no corrections: no figure"
