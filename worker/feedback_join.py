@@ -5,7 +5,9 @@ with the same partitions, so an id's review and its feedback land on one worker)
 remembered in the `review-predictions` table: id -> the version, its label, the model's labels
 and a hash of the text. A feedback record is validated like input (`worker/feedback.py`) and
 looked up there; a joined one becomes a `feedback` drift sample of its model, so the next drift
-report of that model carries the corrections (`worker/window.py`, `drift_report.py`).
+report of that model carries the corrections (`worker/window.py`, `drift_report.py`). The join
+runs at least once; each sample names its feedback record's partition and offset, and the drift
+state counts a record once.
 
 Nothing is dropped: invalid feedback, an id never sent to review (or forgotten after
 `FEEDBACK_RETENTION_S`), a label the model does not have and a text that is not the reviewed
@@ -124,6 +126,7 @@ class FeedbackJoin:
             version=prediction["version"],
             labels=labels,
             feedback=[[labels.index(prediction["label"]), labels.index(feedback.label)]],
+            feedback_at=[message.partition, message.offset],
         )
         return "joined", sample_record(self.settings.drift_samples_topic, sample)
 

@@ -64,6 +64,9 @@ class Sample:
     feedback: list[list[int]] = field(default_factory=list)
     """kind `feedback`: [predicted, corrected] label indices of corrections joined to the
     predictions of `version` (`worker/feedback_join.py`); they count no message."""
+    feedback_at: list[int] = field(default_factory=list)
+    """kind `feedback`: [partition, offset] of the feedback record on the feedback topic: the
+    join runs at least once, so a correction joined again after a crash is recognised."""
 
     @property
     def messages(self) -> int:
@@ -295,6 +298,8 @@ class DriftState:
     feedback: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per version, corrections joined since the last report: {"labels", "confusion"} with
     confusion[predicted][corrected] counts; reported with the next window that closes."""
+    feedback_applied: dict[str, int] = field(default_factory=dict)
+    """Highest feedback-topic offset counted per partition: a re-joined correction is skipped."""
 
     @property
     def window(self) -> Window | None:
@@ -350,6 +355,11 @@ class DriftState:
         return closed
 
     def _add_feedback(self, sample: Sample) -> None:
+        if sample.feedback_at:
+            partition, offset = str(sample.feedback_at[0]), sample.feedback_at[1]
+            if self.feedback_applied.get(partition, -1) >= offset:
+                return
+            self.feedback_applied[partition] = offset
         version = str(sample.version)
         size = len(sample.labels)
         entry = self.feedback.setdefault(
@@ -383,4 +393,5 @@ class DriftState:
             opened=int(data.get("opened", 0)),
             applied=dict(data.get("applied", {})),
             feedback=dict(data.get("feedback", {})),
+            feedback_applied=dict(data.get("feedback_applied", {})),
         )

@@ -70,6 +70,7 @@ async def test_a_correction_joins_its_prediction_as_a_feedback_sample_of_that_ve
     sample = orjson.loads(record.value)
     assert (sample["kind"], sample["version"], sample["labels"]) == ("feedback", "4", LABELS)
     assert sample["feedback"] == [[1, 2]], "predicted Sports (1), corrected to Business (2)"
+    assert sample["feedback_at"] == [1, 0], "the feedback record's partition and offset"
 
 
 @pytest.mark.parametrize(

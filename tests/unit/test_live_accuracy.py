@@ -74,3 +74,16 @@ def test_pending_corrections_ride_on_the_next_report_once(tmp_path: Path):
     batch.predicted = [0, 0]
     state, reports = monitor.apply(state, batch, partition=0, offset=3, now=3.0)
     assert "feedback" not in reports[0], "reported once"
+
+
+def test_a_correction_joined_again_after_a_crash_is_counted_once():
+    state, policy = DriftState(model="reviews"), WindowPolicy()
+    first = corrections("3", [[0, 1]])
+    first.feedback_at = [2, 40]  # feedback topic partition 2, offset 40
+    again = corrections("3", [[0, 1]])
+    again.feedback_at = [2, 40]  # the join replayed it: a new sample, the same feedback record
+    later = corrections("3", [[1, 1]])
+    later.feedback_at = [2, 41]
+    for offset, sample in enumerate((first, again, later)):
+        state.advance(sample, partition=0, offset=offset, now=2, policy=policy)
+    assert state.feedback["3"]["confusion"] == [[0, 1], [0, 1]]
