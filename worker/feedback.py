@@ -10,7 +10,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
 from contracts.review import Feedback
@@ -18,7 +17,7 @@ from worker.labelling import dead_letter_record
 from worker.messages import OutRecord, RawMessage
 from worker.schemas import MAX_ID_CHARS, control_character
 from worker.settings import WorkerSettings
-from worker.validation import REASONS, Rejection, describe_errors
+from worker.validation import REASONS, Rejection, describe_errors, json_object
 
 FEEDBACK_REASONS = REASONS
 """Every `Rejection.type` that `validate_feedback` can give: the input's reasons
@@ -76,13 +75,7 @@ def _payload(value: bytes) -> dict[str, Any] | Rejection:
         text = value.decode("utf-8")
     except UnicodeDecodeError as exc:
         return Rejection("invalid_utf8", f"byte {exc.start}: {exc.reason}")
-    try:
-        payload = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        return Rejection("invalid_json", str(exc))
-    if not isinstance(payload, dict):
-        return Rejection("not_an_object", f"top-level JSON is {type(payload).__name__}")
-    return payload
+    return json_object(text)
 
 
 def _with_key_id(payload: dict[str, Any], key: bytes | None) -> dict[str, Any] | Rejection:

@@ -53,17 +53,25 @@ def describe_errors(exc: ValidationError, names: dict[str, str | None]) -> Rejec
     return Rejection(kind, "; ".join(parts))
 
 
+def json_object(text: str) -> dict[str, Any] | Rejection:
+    """The decoded JSON object, or why the text is not one (input and feedback alike)."""
+    try:
+        payload = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        return Rejection("invalid_json", str(exc))
+    if not isinstance(payload, dict):
+        return Rejection("not_an_object", f"top-level JSON is {type(payload).__name__}")
+    return payload
+
+
 def _fields(raw: RawMessage, text: str, mapping: Mapping) -> dict[str, Any] | Rejection:
     """The canonical fields of the decoded value, by the route's mapping."""
     if mapping.value_format == "text":
         fields = mapping.from_text(raw, text)
     else:
-        try:
-            payload = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            return Rejection("invalid_json", str(exc))
-        if not isinstance(payload, dict):
-            return Rejection("not_an_object", f"top-level JSON is {type(payload).__name__}")
+        payload = json_object(text)
+        if isinstance(payload, Rejection):
+            return payload
         fields = mapping.from_json(raw, payload)
     if isinstance(fields, Missing):
         return Rejection(fields.reason, fields.detail)

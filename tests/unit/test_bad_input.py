@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from tests.integration.malformed import MAX_BYTES as MAX_MESSAGE_BYTES
 from tests.integration.malformed import generate
+from tests.unit.json_strategies import json_values as json_values_of
 from worker import validation
 from worker.labelling import labelled_record
 from worker.messages import RawMessage
@@ -52,20 +53,7 @@ def assert_well_formed(outcome: InputMessage | Rejection) -> None:
     assert orjson.loads(record.value)["id"] == outcome.id
 
 
-json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=40)
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=20,
-)
+json_values = json_values_of()
 field_values = json_values | st.text(max_size=60) | st.integers() | st.floats(allow_nan=False)
 messages = st.fixed_dictionaries(
     {},

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from contracts.review import Feedback
+from tests.unit.json_strategies import json_values as json_values_of
 from worker.feedback import FEEDBACK_REASONS, feedback_dead_letter, validate_feedback
 from worker.messages import RawMessage
 from worker.schemas import MAX_ID_CHARS, DeadLetter
@@ -177,20 +178,7 @@ def test_dead_letter_has_the_input_dead_letter_format():
     assert base64.b64decode(letter.value_b64 or "") == b"{}" and letter.ts == now
 
 
-json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=30)
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
-    ),
-    max_leaves=12,
-)
+json_values = json_values_of(text_size=30, width=3, leaves=12)
 records = st.fixed_dictionaries(
     {},
     optional={
