@@ -105,12 +105,8 @@ def _faust_app(settings: WorkerSettings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_max_request_size=settings.producer_max_request_bytes,
-        # One produce batch per partition and worker batch (worker/publishing.py): room for a
-        # whole batch of labelled records, never above the request limit.
-        producer_max_batch_size=min(settings.producer_max_request_bytes, 256 * 1024),
-        producer_compression_type=(
-            None if settings.output_compression == "none" else settings.output_compression
-        ),
+        producer_max_batch_size=settings.producer_batch_bytes,
+        producer_compression_type=settings.producer_compression,
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=settings.kafka_heartbeat_interval_s,
         broker_commit_interval=settings.kafka_commit_interval_s,

@@ -93,6 +93,14 @@ async def _before_seek(app: faust.App, assignment: set[TP]) -> None:
         await hook(app, assignment)
 
 
+async def _seek_committed(recovery: Recovery, assignment: set[TP]) -> None:
+    """The `BEFORE_SEEK` hooks, then the seek to the committed offsets (streams still paused)."""
+    recovery.log.info("Seek stream partitions to committed offsets (before resuming them).")
+    timeout = recovery.app.conf.broker_request_timeout
+    await recovery._wait(_before_seek(recovery.app, assignment), timeout=timeout)  # noqa: SLF001
+    await recovery._wait(recovery.app.consumer.perform_seek(), timeout=timeout)  # noqa: SLF001
+
+
 async def _resume_streams(self: Recovery, generation_id: int = 0) -> None:
     app = self.app
     consumer = app.consumer
@@ -102,10 +110,7 @@ async def _resume_streams(self: Recovery, generation_id: int = 0) -> None:
         self.log.warning("Recovery rebalancing again")
         return
     if assignment:
-        self.log.info("Seek stream partitions to committed offsets (before resuming them).")
-        timeout = self.app.conf.broker_request_timeout
-        await self._wait(_before_seek(app, assignment), timeout=timeout)
-        await self._wait(consumer.perform_seek(), timeout=timeout)
+        await _seek_committed(self, assignment)
         consumer.resume_partitions({tp for tp in assignment if not self._is_changelog_tp(tp)})
     else:
         self.log.info("Resuming streams with empty assignment")
@@ -143,10 +148,7 @@ async def on_recovery_completed(self: Recovery, generation_id: int = 0) -> None:
         )
         return
     if assignment:
-        self.log.info("Seek stream partitions to committed offsets (before resuming them).")
-        timeout = self.app.conf.broker_request_timeout
-        await self._wait(_before_seek(self.app, assignment), timeout=timeout)
-        await self._wait(consumer.perform_seek(), timeout=timeout)
+        await _seek_committed(self, assignment)
     consumer.resume_partitions({tp for tp in assignment if not self._is_changelog_tp(tp)})
     self.completed.set()
     self.app.flow_control.resume()

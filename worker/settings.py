@@ -370,6 +370,17 @@ class WorkerSettings(BaseSettings, KafkaSecurity, TritonTLS):
         return self
 
     @property
+    def producer_compression(self) -> str | None:
+        """OUTPUT_COMPRESSION as aiokafka's `compression_type` (None for none)."""
+        return None if self.output_compression == "none" else self.output_compression
+
+    @property
+    def producer_batch_bytes(self) -> int:
+        """One produce batch per partition and worker batch (worker/publishing.py): room for a
+        whole batch of labelled records, never above the request limit."""
+        return min(self.producer_max_request_bytes, 256 * 1024)
+
+    @property
     def exactly_once(self) -> bool:
         return self.processing_guarantee == "exactly_once"
 

@@ -68,10 +68,8 @@ def producer_factory(settings: WorkerSettings) -> ProducerFactory:
             transactional_id=transactional_id,
             transaction_timeout_ms=int(settings.transaction_timeout_s * 1000),
             acks="all",
-            compression_type=(
-                None if settings.output_compression == "none" else settings.output_compression
-            ),
-            max_batch_size=min(settings.producer_max_request_bytes, 256 * 1024),
+            compression_type=settings.producer_compression,
+            max_batch_size=settings.producer_batch_bytes,
             max_request_size=settings.producer_max_request_bytes,
             request_timeout_ms=int(settings.transaction_step_timeout_s * 1000),
             **kafka_client_kwargs(settings),
