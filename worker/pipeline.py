@@ -232,15 +232,18 @@ class Pipeline:
         )
         predicted = np.argmax(answer.probs, axis=1)
         confidence = answer.probs[np.arange(len(items)), predicted]
-        observed.predicted.extend(predicted.tolist())
-        observed.confidence.extend(confidence.tolist())
+        best, best_probs = predicted.tolist(), confidence.tolist()
+        observed.predicted.extend(best)
+        observed.confidence.extend(best_probs)
         observed.length.extend(len(text) for text in texts)
         if answer.embeddings is not None:
             observed.embeddings.append(answer.embeddings)
         if shadow is not None:
             await self._compare_shadow(shadow, texts, answer, predicted, confidence, observed)
         values, rounded = score_rows(answer.probs)
-        for (index, raw, message), probs, scores in zip(items, values, rounded, strict=True):
+        reviewing = self.route.reviews
+        rows = zip(items, values, rounded, best, best_probs, strict=True)
+        for (index, raw, message), probs, scores, top, top_prob in rows:
             record = labelled_record(
                 raw,
                 message,
@@ -260,23 +263,24 @@ class Pipeline:
                 continue
             slots[index] = record
             result.labelled += 1
-            self._maybe_review(raw, message, answer, probs, scores, now, result)
+            if reviewing:
+                self._maybe_review(raw, message, answer, top, top_prob, scores, now, result)
 
     def _maybe_review(
         self,
         raw: RawMessage,
         message: InputMessage,
         answer: Classification,
-        probs: list[float],
+        best: int,
+        confidence: float,
         scores: list[float],
         now: datetime,
         result: BatchResult,
     ) -> None:
         """Copy the record to review when its confidence is under its label's threshold."""
-        best = probs.index(max(probs))
         label = answer.labels[best]
         threshold = self.route.review_threshold(label)
-        if threshold is None or probs[best] >= threshold:
+        if threshold is None or confidence >= threshold:
             return
         result.reviews.append(
             review_record(
@@ -286,7 +290,7 @@ class Pipeline:
                 model=answer.model,
                 version=answer.version,
                 label=label,
-                confidence=probs[best],
+                confidence=confidence,
                 scores=dict(zip(answer.labels, scores, strict=True)),
                 now=now,
                 origin=raw,

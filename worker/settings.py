@@ -82,6 +82,11 @@ class Route(BaseModel):
                 cls._pointer(pointer)
         return value
 
+    @property
+    def reviews(self) -> bool:
+        """Whether any record of this route can go to review."""
+        return self.review_below is not None or bool(self.review_below_by_label)
+
     def review_threshold(self, label: str) -> float | None:
         """Below this confidence a record of `label` goes to review too (None: never)."""
         return self.review_below_by_label.get(label, self.review_below)
