@@ -339,16 +339,7 @@ async def phase(
     floor.update(await outputs_of(bootstrap, [floor_sink], expected))
 
     console.print(f"[cyan]{model}: worker draining …")
-    process, worker = await watch_drain(
-        bootstrap,
-        [route["sink"], deadletter],
-        expected,
-        lambda: profiled(start_worker(settings, app_id, route, state, settings.max_batch), profile),
-        service_pids,
-        "worker",
-    )
-    stop_worker(process)
-    worker.update(await outputs_of(bootstrap, [route["sink"], deadletter], expected))
+    worker = await worker_drain(settings, state, route, app_id, expected, service_pids, profile)
     worker_us = worker.get("cpu_us_per_msg", {}).get("worker")
     floor_us = floor.get("cpu_us_per_msg", {}).get("floor")
     result = {
@@ -366,6 +357,30 @@ async def phase(
     return result
 
 
+async def worker_drain(
+    settings,
+    state: Path,
+    route: dict,
+    app_id: str,
+    expected: set[str],
+    pids: dict[str, int],
+    profile: Path | None = None,
+    guarantee: str = "at_least_once",
+) -> dict:
+    """A fresh worker (group `app_id`) drains the backlog; its outputs counted by id."""
+    outputs = [route["sink"], f"bench.deadletter.{app_id}"]  # as start_worker sets it
+
+    def start() -> subprocess.Popen:
+        worker = start_worker(settings, app_id, route, state, settings.max_batch, guarantee)
+        return profiled(worker, profile)
+
+    bootstrap = settings.kafka_bootstrap_servers
+    process, drained = await watch_drain(bootstrap, outputs, expected, start, pids, "worker")
+    stop_worker(process)
+    drained.update(await outputs_of(bootstrap, outputs, expected))
+    return drained
+
+
 async def exactly_once_drain(
     settings, state: Path, route: dict, app_id: str, expected: set[str], pids: dict[str, int]
 ) -> dict:
@@ -376,24 +391,11 @@ async def exactly_once_drain(
     console.print(f"[cyan]{route['model']}: exactly-once worker draining …")
     eos_id = f"{app_id}-eos"
     eos_route = {**route, "sink": route["sink"] + ".eos"}
-    deadletter = f"bench.deadletter.{eos_id}"
     topics = settings.model_copy(update={"routes": [Route(**eos_route)], "app_id": eos_id})
-    await ensure_topics(topics, extra=[deadletter])
-
-    def start() -> subprocess.Popen:
-        return start_worker(settings, eos_id, eos_route, state, settings.max_batch, "exactly_once")
-
-    outputs = [eos_route["sink"], deadletter]
-    process, drained = await watch_drain(
-        bootstrap_of(settings), outputs, expected, start, pids, "worker"
+    await ensure_topics(topics, extra=[f"bench.deadletter.{eos_id}"])
+    return await worker_drain(
+        settings, state, eos_route, eos_id, expected, pids, guarantee="exactly_once"
     )
-    stop_worker(process)
-    drained.update(await outputs_of(bootstrap_of(settings), outputs, expected))
-    return drained
-
-
-def bootstrap_of(settings) -> str:
-    return settings.kafka_bootstrap_servers
 
 
 async def lone_latency(settings, state: Path, model: str, count: int) -> dict:
