@@ -41,11 +41,6 @@ def input_partition(event: EventT) -> int:
     return event.message.partition
 
 
-def to_raw(event: EventT) -> RawMessage:
-    """The pipeline's view of a Faust event."""
-    return RawMessage.of(event.message)
-
-
 class RouteFlow:
     """Batches of one route's events through `Pipeline`, published, then acknowledged."""
 
@@ -92,7 +87,7 @@ class RouteFlow:
                     )
 
     async def process(self, events: list[EventT]) -> list[Outcome]:
-        raws = [to_raw(e) for e in events]
+        raws = [RawMessage.of(e.message) for e in events]
         return await isolate(
             raws, self._attempt, self._fail_one, what=self.pipeline.route.source, **self.retry
         )

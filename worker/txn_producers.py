@@ -26,16 +26,16 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faust.types import TP
 
+from worker.publishing import Producer
 from worker.security import kafka_client_kwargs
 from worker.settings import WorkerSettings
 
 log = structlog.get_logger(__name__)
 
 
-class TxnProducer(Protocol):
-    """The part of `aiokafka.AIOKafkaProducer` a transaction uses."""
-
-    client: Any
+class TxnProducer(Producer, Protocol):
+    """The part of `aiokafka.AIOKafkaProducer` a transaction uses: batch sending
+    (`publishing.Producer`) and the transaction calls."""
 
     async def start(self) -> None: ...
 
@@ -48,12 +48,6 @@ class TxnProducer(Protocol):
     async def send_offsets_to_transaction(
         self, offsets: dict[TopicPartition, int], group_id: str
     ) -> None: ...
-
-    def create_batch(self) -> Any: ...
-
-    async def send_batch(self, batch: Any, topic: str, *, partition: int) -> asyncio.Future: ...
-
-    async def partitions_for(self, topic: str) -> set[int]: ...
 
 
 ProducerFactory = Callable[[str], TxnProducer]
